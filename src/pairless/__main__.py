@@ -1,0 +1,3 @@
+from pairless.cli import main
+
+main()

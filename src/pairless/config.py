@@ -1,0 +1,65 @@
+"""Configuration: pydantic models with defaults that work, stored as YAML read with a safe loader.
+
+Each method's configuration subclasses :class:`Config`; a model folder keeps the one it was
+trained with (``config.yaml``) so it can be rebuilt on any machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pairless.errors import PairlessError
+from pairless.files import atomic_path
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    """Base of every configuration: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict) -> C:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise PairlessError(
+                f"invalid {cls.__name__} setting {where!r}: {first['msg']}; "
+                f"fix that key in the configuration (see `pairless fit --help` for the defaults)"
+            ) from None
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | os.PathLike) -> C:
+        return cls.from_dict(read_yaml(path))
+
+    def to_yaml(self, path: str | os.PathLike) -> None:
+        write_yaml(path, self.model_dump(mode="json"))
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping with the safe loader: a YAML file can never run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise PairlessError(f"configuration file {str(path)!r} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise PairlessError(
+            f"{str(path)!r} is not valid YAML ({str(err).splitlines()[0]}); fix the file"
+        ) from None
+    if not isinstance(data, dict):
+        raise PairlessError(f"{str(path)!r} must hold a YAML mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def write_yaml(path: str | os.PathLike, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))

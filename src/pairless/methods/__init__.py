@@ -1,0 +1,1 @@
+"""Denoising methods: classical filters, Noise2Void, ISCL and supervised references."""
