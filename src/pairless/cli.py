@@ -82,6 +82,45 @@ def _make_denoiser(method: str, *, sigma, size, auto, tile, overlap, tta):
     return load_denoiser(method, tile=tile, overlap=overlap, tta=tta)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def evaluate(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Option("--images", help="Images to score: --images A B C.")],
+    reference: Annotated[Optional[Path], typer.Option(help="The reference (clean or long-scan) image.")] = None,
+    data_range: Annotated[
+        Optional[float], typer.Option(help="Intensity range for PSNR/SSIM (default: reference max - min).")
+    ] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="Image whose nonzero pixels are the ones scored.")] = None,
+    normalization: Annotated[str, typer.Option(help="NRMSE normalization: euclidean | min-max | mean.")] = "euclidean",
+    gaussian_ssim: Annotated[
+        bool, typer.Option("--gaussian-ssim", help="Wang et al. Gaussian SSIM window instead of 7x7 uniform.")
+    ] = False,
+    phantom: Annotated[Optional[str], typer.Option(help="'nema': also measure NEMA IQ sphere recovery.")] = None,
+    sphere_activity: Annotated[Optional[float], typer.Option(help="True sphere activity (image units).")] = None,
+    background_activity: Annotated[
+        Optional[float], typer.Option(help="True background activity (default: measured).")
+    ] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON.")] = None,
+) -> None:
+    """Score images against a reference (PSNR, NRMSE, SSIM) and/or a NEMA IQ phantom (recovery coefficients).
+
+    Example: pairless evaluate --reference clean.tif --images n2v.tif median.tif --data-range 255 --json scores.json
+    """
+    from pairless.evaluate import evaluate_images, print_table
+
+    images = [*images, *(Path(a) for a in ctx.args)]
+    results = evaluate_images(
+        images, reference=reference, data_range=data_range, mask=mask, normalization=normalization,
+        gaussian_ssim=gaussian_ssim, phantom=phantom, sphere_activity=sphere_activity,
+        background_activity=background_activity,
+    )
+    print_table(results)
+    if json_path is not None:
+        from pairless.evaluate import write_json
+
+        write_json(json_path, results)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code; user errors print one line and give 2."""
     try:
