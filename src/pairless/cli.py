@@ -63,7 +63,7 @@ def denoise(
     images = [read_image(p, axes=axes) for p in inputs]  # validate every input before writing anything
     for path, image in zip(inputs, images):
         result = denoise_array(image.data, denoiser, axes=image.axes)
-        target = write_image(out / path.name, image.with_data(result), inputs=inputs)
+        target = write_image(out / path.name, image.with_data(result), protect=inputs)
         typer.echo(f"{path} -> {target}")
 
 

@@ -125,7 +125,7 @@ def si_psnr(image, reference, *, data_range: float, mask=None) -> float:
     Self-supervised outputs may be offset or rescaled; this separates structure from calibration.
     """
     image, reference, mask = _check(image, reference, mask)
-    x, r = _select(image, mask), _select(reference, mask)
+    x, r = _select(image, mask).ravel(), _select(reference, mask).ravel()
     design = np.stack([x, np.ones_like(x)], axis=1)
     (a, b), *_ = np.linalg.lstsq(design, r, rcond=None)
     return psnr(a * x + b, r, data_range=data_range)

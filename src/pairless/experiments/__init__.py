@@ -1,0 +1,1 @@
+"""The seed papers' experiments; each returns a table and figures for a report."""

@@ -1,0 +1,1 @@
+"""Network architectures, plain torch modules without training logic."""

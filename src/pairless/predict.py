@@ -1,0 +1,218 @@
+"""Tiled prediction with smooth blending and test-time augmentation, for any image size.
+
+A network is applied to overlapping tiles of a (normalised) image so memory is bounded by the tile,
+not the image.  Each tile's output is weighted by a separable window and the weights are divided by
+their sum, so they form a partition of unity: the blend cannot shift the mean intensity, and no
+seam appears.  Per axis the window is zero over the outer quarter of the overlap (where the tile's
+own zero padding corrupts the output), rises as a raised cosine ``sin²`` across the middle half and
+is one elsewhere; the falling ramp of one tile and the rising ramp of its neighbour are ``cos²`` and
+``sin²`` of the same angle, so they add to one.  Sides of a tile that lie on the image border are not
+ramped (there is no neighbour to blend with).  When the network's receptive radius is at most a
+quarter of the overlap, tiled and untiled prediction agree to float precision.
+
+Tile starts are multiples of the network's ``multiple`` (2^depth for a U-Net), so pooling sees the
+same grid in every tile as in the whole image.  In 3D a tile is ``(min(tile, 32), tile, tile)``
+voxels along (Z, Y, X), with the Z overlap capped at half the Z tile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pairless.errors import PairlessError
+
+PRECISIONS = ("auto", "32", "bf16", "16")
+TILE_Z = 32  # 3D tiles are this deep at most: a (32, 256, 256) tile of 32 channels is ~270 MB in fp32
+PIXELS_PER_FORWARD = 1 << 19  # tiles are batched up to about this many pixels per forward pass
+
+
+def predict_tiled(
+    net: nn.Module,
+    x: Tensor,
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    tta: bool = False,
+    multiple: int = 4,
+    precision: str = "auto",
+) -> Tensor:
+    """Apply ``net`` to ``x`` of shape ``(B, 1, H, W)`` or ``(B, 1, D, H, W)`` tile by tile.
+
+    Parameters
+    ----------
+    net
+        A network mapping ``(N, 1, *spatial)`` to the same shape for spatial sizes divisible by
+        ``multiple``; it is put in eval mode for the call and its mode restored afterwards.
+    x
+        Normalised input; the result has the same shape, dtype float32, on ``x``'s device.
+    tile, overlap
+        Tile edge and overlap in pixels (rounded down to ``multiple``); ``overlap < tile``.
+    tta
+        Average the 8 rotations/flips in the YX plane (each inverse-transformed).
+    multiple
+        Every size the network sees is a multiple of this (2^depth for a U-Net).
+    precision
+        ``"auto"`` (bf16 on a CPU with native bf16 and on CUDA, else fp32), ``"32"``, ``"bf16"``
+        or ``"16"`` (fp16, CUDA only).
+
+    Returns
+    -------
+    Tensor
+        The prediction, shape of ``x``.
+    """
+    spatial = x.shape[2:]
+    if x.ndim not in (4, 5) or x.shape[1] != 1:
+        raise PairlessError(
+            f"predict_tiled needs a (B, 1, H, W) or (B, 1, D, H, W) tensor, got shape {tuple(x.shape)}; "
+            f"add the batch and channel axes with x[None, None]"
+        )
+    if min(spatial) < 1 or x.shape[0] < 1:
+        raise PairlessError(f"cannot predict an empty image of shape {tuple(x.shape)}; pass a non-empty image")
+    if precision not in PRECISIONS:
+        raise PairlessError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; pick one of those")
+    if multiple < 1 or tile < multiple:
+        raise PairlessError(f"tile ({tile}) must be at least the network's multiple ({multiple}); use a larger --tile")
+    if not 0 <= overlap < tile:
+        raise PairlessError(f"overlap ({overlap}) must be in [0, tile={tile}); use a smaller --overlap")
+
+    tile = tile // multiple * multiple
+    padded = [math.ceil(s / multiple) * multiple for s in spatial]
+    tiles, overlaps = [], []
+    for axis, size in enumerate(padded):
+        edge = min(tile, TILE_Z) if (len(padded) == 3 and axis == 0) else tile
+        edge = min(max(edge // multiple * multiple, multiple), size)
+        tiles.append(edge)
+        overlaps.append(min(overlap, edge // 2))
+    starts = [_starts(size, t, o, multiple) for size, t, o in zip(padded, tiles, overlaps)]
+    windows = [
+        [_window(t, o, left=s > 0, right=s + t < size, device=x.device) for s in axis_starts]
+        for size, t, o, axis_starts in zip(padded, tiles, overlaps, starts)
+    ]
+    # Sum of the separable weights over the tile grid is the outer product of per-axis sums.
+    norms = []
+    for size, t, axis_starts, axis_windows in zip(padded, tiles, starts, windows):
+        total = torch.zeros(size, device=x.device)
+        for s, w in zip(axis_starts, axis_windows):
+            total[s : s + t] += w
+        norms.append(total)
+
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode(), _autocast(x.device, precision):
+            out = _run_tiles(net, _pad(x.float(), padded), tiles, starts, windows, tta)
+    finally:
+        net.train(was_training)
+    out /= _outer(norms)
+    return out[(..., *(slice(0, s) for s in spatial))].clone()
+
+
+def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:
+    """Tile starts along one axis: multiples of ``multiple``, neighbours overlapping by ≥ ``overlap``."""
+    step = max((tile - overlap) // multiple * multiple, multiple)
+    starts = list(range(0, size - tile + 1, step))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def _window(tile: int, overlap: int, *, left: bool, right: bool, device) -> Tensor:
+    """1D blending weights: zero margin of overlap/4, a sin² ramp over overlap/2, then ones."""
+    w = torch.ones(tile, device=device)
+    margin = overlap // 4
+    ramp_len = overlap - 2 * margin
+    ramp = torch.sin(0.5 * math.pi * (torch.arange(ramp_len, device=device) + 0.5) / max(ramp_len, 1)) ** 2
+    if left:
+        w[:margin] = 0
+        w[margin : margin + ramp_len] = ramp
+    if right:
+        w[tile - margin :] = 0
+        w[tile - margin - ramp_len : tile - margin] = ramp.flip(0)
+    return w
+
+
+def _outer(vectors: list[Tensor]) -> Tensor:
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = out[..., None] * v
+    return out
+
+
+def _pad(x: Tensor, padded: list[int]) -> Tensor:
+    """Extend each spatial axis at its end to ``padded`` by mirror reflection (period 2(n-1))."""
+    for axis, target in enumerate(padded):
+        dim, size = 2 + axis, x.shape[2 + axis]
+        if target == size:
+            continue
+        period = max(2 * (size - 1), 1)
+        index = torch.arange(target, device=x.device) % period
+        index = torch.where(index < size, index, period - index)
+        x = x.index_select(dim, index)
+    return x
+
+
+def _run_tiles(
+    net: nn.Module, x: Tensor, tiles: list[int], starts: list[list[int]], windows: list[list[Tensor]], tta: bool
+) -> Tensor:
+    """Accumulate window-weighted predictions of every tile into one output buffer."""
+    out = torch.zeros_like(x)
+    grid = list(itertools.product(*[range(len(s)) for s in starts]))
+    per_forward = max(1, PIXELS_PER_FORWARD // math.prod(tiles))
+    transforms = _TRANSFORMS if tta else _TRANSFORMS[:1]
+    memory_format = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+    for b in range(x.shape[0]):
+        for first in range(0, len(grid), per_forward):
+            chunk = grid[first : first + per_forward]
+            slices = [
+                tuple(slice(starts[a][i], starts[a][i] + tiles[a]) for a, i in enumerate(index)) for index in chunk
+            ]
+            batch = torch.stack([x[b][(slice(None), *s)] for s in slices])
+            pred = torch.zeros_like(batch)
+            for forward_t, inverse_t in transforms:
+                inp = forward_t(batch).contiguous(memory_format=memory_format)
+                pred += inverse_t(net(inp).float())
+            pred /= len(transforms)
+            for index, s, p in zip(chunk, slices, pred):
+                weight = _outer([windows[a][i] for a, i in enumerate(index)])
+                out[b][(slice(None), *s)] += p * weight
+    return out
+
+
+def _rot(k: int, flip: bool):
+    def forward(t: Tensor) -> Tensor:
+        t = t.flip(-1) if flip else t
+        return torch.rot90(t, k, dims=(-2, -1))
+
+    def inverse(t: Tensor) -> Tensor:
+        t = torch.rot90(t, -k, dims=(-2, -1))
+        return t.flip(-1) if flip else t
+
+    return forward, inverse
+
+
+_TRANSFORMS = [_rot(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "32":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.float16 if precision == "16" else torch.bfloat16
+        if precision == "auto" and not torch.cuda.is_bf16_supported():
+            dtype = torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if precision == "16":
+        raise PairlessError("fp16 prediction needs a CUDA GPU; use precision '32' or 'bf16' on a CPU")
+    if precision == "auto" and not cpu_has_bf16():
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512 bf16 or AMX), where bf16 pays off."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -1,0 +1,1 @@
+"""Simulators: the data we cannot get (PET phantom studies, EM noise, classical noise models)."""
