@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pairless.errors import PairlessError
 from pairless.files import atomic_path
@@ -63,3 +63,99 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def write_yaml(path: str | os.PathLike, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+ISCLNorm = Literal["optimized", "bin", "bn", "ln", "gn", "sn", "in"]
+NormLayer = Literal[
+    "batch", "layer", "instance", "group", "batch_instance", "batch_instance_iscl", "switchable", "spectral", "none"
+]
+
+
+class ISCLConfig(Config):
+    """ISCL training (notes/iscl.md §1); the defaults are the official demo (``paper`` profile).
+
+    ``norm`` is a preset of seed 002's Table 2; ``*_norm`` override one network's layer by name.
+    """
+
+    norm: ISCLNorm = "optimized"
+    generator_norm: NormLayer | None = None
+    discriminator_norm: NormLayer | None = None
+    extractor_norm: NormLayer | None = None
+    generator_width: int = Field(32, ge=1)
+    extractor_width: int = Field(32, ge=1)
+    extractor_depth: int = Field(20, ge=2)
+    discriminator_width: int = Field(32, ge=1)
+    patch_size: int = Field(64, ge=64, multiple_of=16)
+    batch_size: int = Field(64, ge=1)
+    steps: int = Field(8000, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    min_lr: float = Field(1e-7, ge=0)
+    cycle_weight: float = Field(30.0, ge=0)  # λ
+    output_mix: float = Field(0.5, ge=0, le=1)  # γ in γ·F(x) + (1-γ)·(x - H(x))
+    val_every: int = Field(400, ge=1)
+    val_batches: int = Field(2, ge=1)
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+
+
+class SupervisedConfig(Config):
+    """Supervised DnCNN / RED-CNN on clean/noisy pairs; defaults are the EM study's ``paper`` profile.
+
+    Both are trained with MSE on random aligned patches and Adam, the learning rate decaying by a
+    cosine from ``lr`` to ``lr * 0.01``.  ``channels``/``depth`` of ``None`` mean the paper's (DnCNN:
+    17 layers of 64; RED-CNN: 96 filters).
+    """
+
+    arch: Literal["dncnn", "redcnn"] = "dncnn"
+    channels: int | None = Field(None, ge=1)
+    depth: int | None = Field(None, ge=2)
+    patch_size: int = Field(64, ge=24)
+    batch_size: int = Field(64, ge=1)
+    steps: int = Field(8000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    val_every: int = Field(400, ge=1)
+    val_batches: int = Field(2, ge=1)
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+
+
+class N2VConfig(Config):
+    """Noise2Void / N2V2 / structN2V training (notes/n2v.md); defaults are the ``quick`` profile.
+
+    ``profile="paper"`` gives seed 000's settings (lr 0.004, batch 32, 150 epochs × 200 steps,
+    CSBDeep's halving of the learning rate on a validation plateau).  ``n2v2`` switches to median
+    replacement, blur-pool and no top skip (Höck et al. 2022).  ``roi`` is the side of the
+    neighbourhood a masked pixel's replacement is drawn from (5: the nearest, most similar
+    neighbours, as in n2v's BSD68 reproduction).  ``precision``/``channels_last`` ``"auto"`` pick
+    bf16 with channels-last where the processor has bf16 (CPU) and mixed precision on a GPU.
+    """
+
+    ndim: Literal[2, 3] = 2
+    patch_size: int = Field(64, ge=8)
+    patch_depth: int = Field(16, ge=8)  # Z extent of 3D patches
+    batch_size: int = Field(16, ge=1)
+    steps: int = Field(1500, ge=1)
+    val_every: int = Field(100, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    lr_schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    mask_fraction: float = Field(0.002, gt=0, le=0.25)
+    roi: int = Field(5, ge=3, le=21)
+    n2v2: bool = False
+    struct_mask: Literal["none", "horizontal", "vertical"] = "none"
+    struct_span: int = Field(5, ge=3, le=21)
+    depth: int = Field(2, ge=1, le=5)
+    filters: int = Field(32, ge=1)
+    residual: bool = False
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_val_patches: int = Field(256, ge=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides) -> N2VConfig:
+        """The ``quick`` or ``paper`` settings with ``overrides`` (e.g. from a YAML file) on top."""
+        profiles = {
+            "quick": {},
+            "paper": {"batch_size": 32, "steps": 150 * 200, "val_every": 200, "lr": 0.004, "lr_schedule": "plateau"},
+        }
+        if profile not in profiles:
+            raise PairlessError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
+        return cls.from_dict({**profiles[profile], **overrides})

@@ -84,10 +84,11 @@ def predict_tiled(
     padded = [math.ceil(s / multiple) * multiple for s in spatial]
     tiles, overlaps = [], []
     for axis, size in enumerate(padded):
-        edge = min(tile, TILE_Z) if (len(padded) == 3 and axis == 0) else tile
+        depth_axis = len(padded) == 3 and axis == 0
+        edge = min(tile, TILE_Z) if depth_axis else tile
         edge = min(max(edge // multiple * multiple, multiple), size)
         tiles.append(edge)
-        overlaps.append(min(overlap, edge // 2))
+        overlaps.append(min(overlap, edge // 2) if depth_axis else overlap)
     starts = [_starts(size, t, o, multiple) for size, t, o in zip(padded, tiles, overlaps)]
     windows = [
         [_window(t, o, left=s > 0, right=s + t < size, device=x.device) for s in axis_starts]
@@ -106,10 +107,10 @@ def predict_tiled(
     try:
         with torch.inference_mode(), _autocast(x.device, precision):
             out = _run_tiles(net, _pad(x.float(), padded), tiles, starts, windows, tta)
+            out /= _outer(norms)
     finally:
         net.train(was_training)
-    out /= _outer(norms)
-    return out[(..., *(slice(0, s) for s in spatial))].clone()
+    return out[(..., *(slice(0, s) for s in spatial))].clone()  # clone: an ordinary tensor, not an inference one
 
 
 def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:

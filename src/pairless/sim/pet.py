@@ -1,0 +1,297 @@
+"""2.5D PET acquisition and ordinary-Poisson OSEM reconstruction of a phantom, slice by slice.
+
+Forward model of the mean sinogram of one 2D plane (notes/pet.md §7, parallelproj's OSEM example):
+
+    ȳ = c · a ⊙ A G x + s + r                                   (1)
+
+with ``A`` a parallel-beam projector (a sparse matrix; its adjoint is its transpose, exactly),
+``G`` the system blur (transaxial Gaussian PSF; axially, the slice thickness and the axial PSF),
+``a = exp(−A μ)`` the attenuation factors, ``c`` the counts per unit activity, ``s`` scatter (a
+heavily smoothed copy of the attenuated trues scaled to the scatter fraction) and ``r`` randoms
+(flat).  The longest frame is Poisson(ȳ); a shorter frame taken from the start of the same
+list-mode acquisition is its binomial thinning with the fraction of counts F-18 decay leaves in it.
+Reconstruction is ordinary-Poisson OSEM with ``c``, ``a``, ``s`` and ``r`` known and no PSF model,
+as a non-PSF Biograph mCT reconstruction (EARL1) does.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import Field
+from scipy import ndimage, sparse
+
+from pairless.config import Config
+from pairless.errors import PairlessError
+from pairless.sim.nema import MCT_VOXEL_MM, NemaPhantom, nema_phantom
+
+HALF_LIFE_F18_MIN = 109.77
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+# Calibration (see the PET study report and tests/test_pet_sim.py): the transaxial PSF and the
+# count level were chosen by scanning PSF FWHM 4–8 mm and 1e6–2e7 trues per plane with the default
+# phantom (seed 0, 3 it × 21 subsets): these values put every 10-minute RCmax and RCmean inside the
+# EARL1 bands and make NRMSE(2 min vs 10 min, euclidean, whole FOV) ≈ 10 % as in the paper's Table 1.
+PSF_FWHM_MM = 6.5
+AXIAL_FWHM_MM = 5.0
+TRUES_PER_PLANE_10MIN = 5.0e6
+
+
+class PetSimConfig(Config):
+    """Scanner, acquisition and reconstruction settings; the defaults are the Biograph mCT study of seed 000."""
+
+    matrix: int = Field(200, ge=16, description="image matrix (pixels per side)")
+    pixel_mm: float = Field(MCT_VOXEL_MM[1], gt=0)
+    slice_mm: float = Field(MCT_VOXEL_MM[0], gt=0)
+    views: int = Field(168, ge=1, description="projection angles over 180°")
+    iterations: int = Field(3, ge=1)
+    subsets: int = Field(21, ge=1)
+    psf_fwhm_mm: float = Field(PSF_FWHM_MM, ge=0, description="transaxial system resolution (data only)")
+    axial_fwhm_mm: float = Field(AXIAL_FWHM_MM, ge=0, description="axial resolution on top of the slice thickness")
+    scatter_fraction: float = Field(0.335, ge=0, lt=1, description="scatter / (trues + scatter), mCT NEMA NU2")
+    randoms_fraction: float = Field(0.10, ge=0, lt=1, description="randoms / prompts")
+    trues_per_plane: float = Field(TRUES_PER_PLANE_10MIN, gt=0, description="mean trues per plane, longest frame")
+    postfilter_fwhm_mm: float = Field(0.0, ge=0, description="Gaussian post-filter of the reconstruction")
+
+
+def frame_fraction(minutes: float, total_minutes: float, *, half_life_min: float = HALF_LIFE_F18_MIN) -> float:
+    """Share of the counts of a ``total_minutes`` acquisition that fall in its first ``minutes`` (decay included)."""
+    if not 0 < minutes <= total_minutes:
+        raise PairlessError(f"frame of {minutes} min must be positive and at most the acquisition's {total_minutes} min")
+    lam = np.log(2.0) / half_life_min
+    return float(np.expm1(-lam * minutes) / np.expm1(-lam * total_minutes))
+
+
+class Projector:
+    """Parallel-beam projector of a square image as a sparse matrix, split into interleaved OSEM subsets.
+
+    Each pixel inside the field-of-view circle is cut into 2×2 sub-pixels, each spread linearly over
+    the two nearest radial bins: line integrals in mm.  Bins have the pixel's width and cover the
+    field of view.  ``forward``/``adjoint`` take and return stacks of slices, ``(Z, Y, X)`` ⇄
+    ``(Z, views, bins)``; with ``subset`` they act on that subset's views only.
+    """
+
+    def __init__(self, matrix: int, pixel_mm: float, views: int, subsets: int):
+        if views % subsets:
+            raise PairlessError(f"{views} views cannot be split into {subsets} equal subsets; pick a divisor of {views}")
+        self.matrix, self.pixel_mm, self.views, self.subsets = matrix, pixel_mm, views, subsets
+        self.bins = matrix
+        coords = (np.arange(matrix) - (matrix - 1) / 2) * pixel_mm
+        yy, xx = np.meshgrid(coords, coords, indexing="ij")
+        radius = matrix / 2 * pixel_mm
+        self.fov = (yy**2 + xx**2) <= (radius - pixel_mm) ** 2
+        self.subset_views = [np.arange(s, views, subsets) for s in range(subsets)]
+        self._blocks = [self._build(v, yy[self.fov], xx[self.fov]) for v in self.subset_views]
+        self._blocks_t = [b.T.tocsr() for b in self._blocks]
+
+    def _build(self, view_ids: np.ndarray, y: np.ndarray, x: np.ndarray) -> sparse.csr_matrix:
+        npix, step = y.size, self.pixel_mm
+        sub = np.array([-0.25, 0.25]) * step
+        rows, cols, vals = [], [], []
+        for k, v in enumerate(view_ids):
+            theta = np.pi * v / self.views
+            t = (x[:, None, None] + sub[None, None, :]) * np.cos(theta) + (y[:, None, None] + sub[None, :, None]) * np.sin(theta)
+            u = (t.reshape(npix, 4) / step + self.bins / 2 - 0.5)
+            base = np.floor(u.min(axis=1)).astype(np.int64)
+            lower = np.floor(u).astype(np.int64)
+            w_up = u - lower
+            # bins base..base+3 cover every sub-pixel's two bins: accumulate into that 4-bin window
+            idx = np.arange(npix)[:, None]
+            slot = (idx * 4 + lower - base[:, None]).ravel()
+            window = (np.bincount(slot, (1 - w_up).ravel(), minlength=npix * 4)
+                      + np.bincount(slot + 1, w_up.ravel(), minlength=npix * 4)).reshape(npix, 4)
+            b = base[:, None] + np.arange(4)[None]
+            keep = (window > 0) & (b >= 0) & (b < self.bins)
+            rows.append((k * self.bins + b)[keep])
+            cols.append(np.broadcast_to(idx, keep.shape)[keep])
+            vals.append(window[keep] * step / 4)  # each sub-pixel carries a quarter of the pixel's area / bin width
+        shape = (len(view_ids) * self.bins, npix)
+        return sparse.csr_matrix(
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=shape
+        )
+
+    def _subsets(self, subset: int | None) -> list[int]:
+        return list(range(self.subsets)) if subset is None else [subset]
+
+    def forward(self, images: np.ndarray, subset: int | None = None) -> np.ndarray:
+        """Project ``(Z, Y, X)`` images to ``(Z, views, bins)`` sinograms (views of ``subset`` only, if given)."""
+        cols = np.ascontiguousarray(images[:, self.fov].T, dtype=np.float32)  # (npix, Z)
+        out = np.empty((len(self._subsets(subset)), len(self.subset_views[0]), self.bins, images.shape[0]), np.float32)
+        for i, s in enumerate(self._subsets(subset)):
+            out[i] = (self._blocks[s] @ cols).reshape(-1, self.bins, images.shape[0])
+        sino = out.reshape(-1, self.bins, images.shape[0]).transpose(2, 0, 1)
+        if subset is None:  # back to natural view order
+            order = np.argsort(np.concatenate(self.subset_views))
+            sino = sino[:, order]
+        return np.ascontiguousarray(sino)
+
+    def adjoint(self, sinograms: np.ndarray, subset: int | None = None) -> np.ndarray:
+        """Back-project ``(Z, views, bins)`` sinograms (the subset's views, if given) to ``(Z, Y, X)`` images."""
+        nz = sinograms.shape[0]
+        if subset is None:
+            sinograms = sinograms[:, np.concatenate(self.subset_views)]
+        per = len(self.subset_views[0])
+        acc = np.zeros((self._blocks[0].shape[1], nz), np.float32)
+        for i, s in enumerate(self._subsets(subset)):
+            block = sinograms[:, i * per:(i + 1) * per].reshape(nz, -1).T
+            acc += self._blocks_t[s] @ np.ascontiguousarray(block, dtype=np.float32)
+        images = np.zeros((nz, self.matrix, self.matrix), np.float32)
+        images[:, self.fov] = acc.T
+        return images
+
+
+@functools.lru_cache(maxsize=2)
+def projector(matrix: int, pixel_mm: float, views: int, subsets: int) -> Projector:
+    """A cached :class:`Projector` (building the matrix takes a few seconds)."""
+    return Projector(matrix, pixel_mm, views, subsets)
+
+
+def poisson_loglik(counts: np.ndarray, mean: np.ndarray) -> float:
+    """Poisson log-likelihood Σ y log ȳ − ȳ, without the constant −log y! term."""
+    mean = np.maximum(mean.astype(np.float64), 1e-30)
+    return float(np.sum(counts * np.log(mean) - mean))
+
+
+def osem(
+    counts: np.ndarray,
+    *,
+    proj: Projector,
+    sensitivity: np.ndarray,
+    additive: np.ndarray,
+    iterations: int = 3,
+    callback=None,
+) -> np.ndarray:
+    """Ordinary-Poisson OSEM for ``counts ~ Poisson(m ⊙ A x + additive)`` on ``(Z, views, bins)`` data.
+
+    ``sensitivity`` is the multiplicative factor ``m = c · a`` per bin.  The update per subset S is
+
+        x ← x / A_Sᵀ m_S · A_Sᵀ (m_S ⊙ y_S / (m_S ⊙ A_S x + b_S))          (2)
+
+    ``callback(iteration, x)`` is called after each full iteration.  Returns ``(Z, Y, X)``.
+    """
+    nz = counts.shape[0]
+    x = np.zeros((nz, proj.matrix, proj.matrix), np.float32)
+    x[:, proj.fov] = 1.0
+    norms = [proj.adjoint(sensitivity[:, v], subset=s) for s, v in enumerate(proj.subset_views)]
+    for it in range(iterations):
+        for s, v in enumerate(proj.subset_views):
+            m, y, b = sensitivity[:, v], counts[:, v], additive[:, v]
+            expected = m * proj.forward(x, subset=s) + b
+            ratio = np.divide(m * y, expected, out=np.zeros_like(expected), where=expected > 0)
+            x = np.divide(x * proj.adjoint(ratio, subset=s), norms[s], out=np.zeros_like(x), where=norms[s] > 0)
+        if callback is not None:
+            callback(it, x)
+    return x
+
+
+@dataclass
+class PetStudy:
+    """A simulated phantom study: truth, the reconstructed frames (kBq/mL) and the stage timings."""
+
+    phantom: NemaPhantom
+    images: dict[float, np.ndarray]  # minutes -> reconstruction (Z, Y, X)
+    counts: dict[float, float]  # minutes -> total prompts
+    config: PetSimConfig
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.phantom.activity
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return self.phantom.voxel_size
+
+
+def simulate_pet(
+    phantom: NemaPhantom | None = None,
+    *,
+    minutes: tuple[float, ...] = (2.0, 10.0),
+    slices: int = 31,
+    config: PetSimConfig | None = None,
+    seed: int = 0,
+) -> PetStudy:
+    """Simulate one list-mode acquisition of a NEMA IQ phantom and reconstruct each frame with OSEM.
+
+    The longest of ``minutes`` is the acquisition; each shorter frame is its first minutes, drawn
+    by binomial thinning of the same counts.  ``slices`` planes (centred on the sphere plane) are
+    simulated when no ``phantom`` is given.
+    """
+    config = config or PetSimConfig()
+    if not minutes or min(minutes) <= 0:
+        raise PairlessError(f"--minutes must be positive frame durations, got {list(minutes)}")
+    if slices < 1:
+        raise PairlessError(f"--slices must be at least 1, got {slices}")
+    rng = np.random.default_rng(seed)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if phantom is None:
+        phantom = nema_phantom(shape=(slices, config.matrix, config.matrix),
+                               voxel_size=(config.slice_mm, config.pixel_mm, config.pixel_mm))
+    if phantom.activity.shape[1:] != (config.matrix, config.matrix):
+        raise PairlessError(f"phantom planes {phantom.activity.shape[1:]} do not match the {config.matrix}² matrix")
+    seconds["phantom"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    proj = projector(config.matrix, config.pixel_mm, config.views, config.subsets)
+    seconds["system matrix"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    attenuation = np.exp(-proj.forward(phantom.mu))
+    blurred = system_blur(phantom.activity, phantom.voxel_size, config)
+    trues_shape = attenuation * proj.forward(blurred)
+    scale = config.trues_per_plane / float(trues_shape.sum(axis=(1, 2)).mean())
+    trues = scale * trues_shape
+    scatter = scatter_sinogram(trues, config.scatter_fraction, bin_mm=config.pixel_mm)
+    prompts_no_r = (trues + scatter).sum(axis=(1, 2), keepdims=True)
+    randoms = np.broadcast_to(
+        config.randoms_fraction / (1 - config.randoms_fraction) * prompts_no_r / (config.views * proj.bins), trues.shape
+    )
+    mean = trues + scatter + randoms
+    total = max(minutes)
+    frames = {total: rng.poisson(mean).astype(np.float32)}
+    for m in sorted(set(minutes) - {total}, reverse=True):
+        frames[m] = rng.binomial(frames[total].astype(np.int64), frame_fraction(m, total)).astype(np.float32)
+    seconds["acquisition"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    images = {}
+    for m, counts in frames.items():
+        p = frame_fraction(m, total)
+        image = osem(counts, proj=proj, sensitivity=p * scale * attenuation, additive=p * (scatter + randoms),
+                     iterations=config.iterations)
+        if config.postfilter_fwhm_mm > 0:
+            sigma = config.postfilter_fwhm_mm * FWHM_TO_SIGMA
+            image = ndimage.gaussian_filter(image, (0, sigma / config.pixel_mm, sigma / config.pixel_mm))
+        images[m] = image
+    seconds["osem"] = time.perf_counter() - t0
+    return PetStudy(
+        phantom=phantom,
+        images={m: images[m] for m in sorted(images)},
+        counts={m: float(frames[m].sum()) for m in sorted(frames)},
+        config=config,
+        seconds=seconds,
+    )
+
+
+def system_blur(activity: np.ndarray, voxel_size, config: PetSimConfig) -> np.ndarray:
+    """``G x`` of eq. (1): transaxial PSF, and the axial PSF over the partial-volume slices ("2.5D" emission)."""
+    sz = config.axial_fwhm_mm * FWHM_TO_SIGMA / voxel_size[0]
+    sxy = config.psf_fwhm_mm * FWHM_TO_SIGMA / voxel_size[1]
+    out = ndimage.gaussian_filter1d(activity, sz, axis=0, mode="nearest") if sz > 0 else activity
+    if sxy > 0:
+        out = ndimage.gaussian_filter(out, (0, sxy, sxy), mode="constant")
+    return out.astype(np.float32)
+
+
+def scatter_sinogram(trues: np.ndarray, fraction: float, *, bin_mm: float, width_mm: float = 100.0) -> np.ndarray:
+    """Scatter as a smooth copy of the trues (Gaussian of ``width_mm`` FWHM along the bins) with the given fraction."""
+    if fraction == 0:
+        return np.zeros_like(trues)
+    smooth = ndimage.gaussian_filter1d(trues, width_mm * FWHM_TO_SIGMA / bin_mm, axis=2, mode="constant")
+    smooth = ndimage.gaussian_filter1d(smooth, 2.0, axis=1, mode="wrap")
+    per_plane = trues.sum(axis=(1, 2), keepdims=True) * fraction / (1 - fraction)
+    return (smooth * per_plane / np.maximum(smooth.sum(axis=(1, 2), keepdims=True), 1e-30)).astype(np.float32)

@@ -1,0 +1,224 @@
+"""The training engine every learned method shares: Lightning with crash-safe checkpoints and loss logs.
+
+:func:`fit_module` trains any :class:`lightning.LightningModule` (automatic or manual optimisation)
+that logs ``train_loss`` in ``training_step`` and ``val_loss`` in ``validation_step``.  It keeps
+in ``out_dir``:
+
+- ``checkpoints/last.ckpt`` after every validation and at the end, and ``checkpoints/best.ckpt``
+  (lowest ``val_loss``), each written to a temporary file and renamed, so a run killed at any
+  moment (even SIGKILL) leaves the previous checkpoint intact and can be resumed;
+- ``training_log.csv``: one row per validation with the step, the mean of every training metric
+  since the previous row, the validation metrics and the learning rate;
+- ``loss.png``: the training and validation loss curves.
+
+Nothing is written to the working directory (no ``lightning_logs/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from pairless.files import atomic_path
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+LOG_CSV = "training_log.csv"
+LOSS_PNG = "loss.png"
+
+_log = logging.getLogger(__name__)
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temporary file and a rename (Lightning writes in place)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class _TrainingLog(Callback):
+    """Collects one row per validation; its rows travel inside the checkpoints, so a resumed run's log is whole."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.rows: list[dict[str, float]] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if not key.startswith("val"):
+                self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._count += 1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row: dict[str, float] = {"step": trainer.global_step}
+        row.update({k: v / max(self._count, 1) for k, v in self._sums.items()})
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")})
+        if trainer.optimizers:
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.rows.append(row)
+        self._sums, self._count = {}, 0
+        write_log_csv(self.out_dir / LOG_CSV, self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+def write_log_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_losses(path: Path, rows: list[dict[str, float]]) -> None:
+    """Training and validation loss against the step, as a PNG (Agg canvas: no GUI, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, style in (("train_loss", "-"), ("val_loss", "--")):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), style, label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _readable_step(path: Path) -> int | None:
+    """The global step stored in a checkpoint, or ``None`` if it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return int(ckpt["global_step"])
+    except Exception:  # any damage (truncation, wrong format) means: do not resume from this file
+        return None
+
+
+def _resume_point(ckpt_dir: Path, *, max_steps: int, resume: bool | None) -> Path | None:
+    """The checkpoint to continue from, or ``None`` to start afresh (clearing old checkpoints)."""
+    if resume is False:
+        return None
+    for name in (LAST, BEST):
+        step = _readable_step(ckpt_dir / name)
+        if step is None:
+            if (ckpt_dir / name).exists():
+                warnings.warn(f"checkpoint {ckpt_dir / name} is damaged; ignoring it", stacklevel=3)
+            continue
+        if resume is None and step >= max_steps:
+            return None  # a finished run: retrain from scratch
+        return ckpt_dir / name
+    if resume:
+        warnings.warn(f"nothing to resume in {ckpt_dir}; starting a new run", stacklevel=3)
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_lightning(progress: bool):
+    """Silence Lightning's banner lines and advice about data loader workers (we load in-process on purpose)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def fit_module(
+    module: L.LightningModule,
+    train_loader,
+    val_loader,
+    *,
+    out_dir: Path,
+    max_steps: int,
+    val_every_n_steps: int,
+    seed: int,
+    resume: bool | None = None,
+    precision: str = "32-true",
+    progress: bool = True,
+) -> Path:
+    """Train ``module`` for ``max_steps`` optimiser steps, validating every ``val_every_n_steps``.
+
+    Parameters
+    ----------
+    module : logs ``train_loss`` (per step) and ``val_loss`` (per validation).
+    out_dir : receives ``checkpoints/``, ``training_log.csv`` and ``loss.png``.
+    seed : seeds torch's generator inside a forked RNG state, so the caller's global state is untouched.
+    resume : ``True`` continue from ``out_dir``'s last checkpoint, ``False`` start afresh, ``None``
+        continue only if ``out_dir`` holds an unfinished run.  A damaged last checkpoint is reported in
+        one warning and the best one (or a fresh start) is used instead.
+    precision : Lightning precision, e.g. ``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``.
+
+    Returns
+    -------
+    Path of the checkpoint with the lowest validation loss (the last one if no validation ran).
+    """
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    start = _resume_point(ckpt_dir, max_steps=max_steps, resume=resume)
+    if start is None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename=BEST.removesuffix(".ckpt"),
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    log = _TrainingLog(out_dir)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        val_check_interval=val_every_n_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        precision=precision,
+        callbacks=[log, best],
+        plugins=[_AtomicCheckpointIO()],
+        logger=False,
+        default_root_dir=out_dir,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    with _quiet_lightning(progress), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=start)
+        trainer.save_checkpoint(ckpt_dir / LAST)
+    write_log_csv(out_dir / LOG_CSV, log.rows)
+    plot_losses(out_dir / LOSS_PNG, log.rows)
+    return Path(best.best_model_path) if best.best_model_path else ckpt_dir / LAST
