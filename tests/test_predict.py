@@ -49,7 +49,7 @@ def smooth_image(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("shape", [(37, 51), (64, 80), (5, 3)])
 def test_tiled_equals_one_forward_2d(shape):
-    net, x = PoolNet(), smooth_image(*shape)
+    net, x = PoolNet(), torch.cat([smooth_image(*shape, seed=s) for s in range(3)])  # tiles of 3 images pooled
     whole = predict_tiled(net, x, tile=512, overlap=0, multiple=2, precision="32")
     tiled = predict_tiled(net, x, tile=16, overlap=12, multiple=2, precision="32")
     assert tiled.shape == x.shape
@@ -145,3 +145,21 @@ def test_bf16_is_close_to_fp32_and_restores_training_mode():
 def test_bad_arguments_raise_one_line_errors(shape, options):
     with pytest.raises(PairlessError):
         predict_tiled(identity_net(), torch.zeros(shape), **options)
+
+
+def test_unet_batch_norm_folding_keeps_the_eval_output():
+    from pairless.nets.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(depth=1, filters=4)
+    for module in net.modules():  # non-trivial running statistics, as after training
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.bias.data.normal_()
+    x = smooth_image(24, 40)
+    net.train()
+    out = predict_tiled(net, x, tile=64, overlap=0, multiple=net.multiple, precision="32")
+    assert net.training  # the caller's network is not switched to eval mode
+    with torch.no_grad():
+        torch.testing.assert_close(out, net.eval()(x), atol=1e-5, rtol=1e-5)

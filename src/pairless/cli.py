@@ -58,6 +58,13 @@ def denoise(
     from pairless.io import read_image, write_image
     from pairless.denoiser import denoise_array
 
+    names = [p.name for p in inputs]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash is not None:
+        raise PairlessError(
+            f"several inputs are named {clash!r} and would all be written to {out / clash}; pass each file "
+            f"once, and denoise same-named files from different folders into separate --out folders"
+        )
     denoiser = _make_denoiser(method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta)
     images = [read_image(p, axes=axes) for p in inputs]  # validate every input before writing anything
     for path, image in zip(inputs, images):
@@ -118,6 +125,57 @@ def evaluate(
         from pairless.evaluate import write_json
 
         write_json(json_path, results)
+
+
+@fit_app.command("n2v")
+def fit_n2v_command(
+    inputs: Inputs,
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    axes: AxesOpt = None,
+    profile: Annotated[str, typer.Option(help="quick (CPU minutes) | paper (seed 000: 150×200 steps).")] = "quick",
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="YAML of N2V settings overriding the profile's.")
+    ] = None,
+    three_d: Annotated[bool, typer.Option("--3d", help="Train a 3D U-Net on ZYX volumes.")] = False,
+    n2v2: Annotated[bool, typer.Option("--n2v2", help="N2V2: median replacement, blur-pool, no top skip.")] = False,
+    struct_mask: Annotated[
+        Optional[str], typer.Option("--struct-mask", help="structN2V line mask: horizontal | vertical.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, patches and masks.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+) -> None:
+    """Train Noise2Void on noisy images alone; denoise with `pairless denoise MODEL_DIR`.
+
+    Example: pairless fit n2v stack.tif --axes SYX --out n2v_model/ --profile quick
+    """
+    from pairless.config import N2VConfig, read_yaml
+    from pairless.io import read_image
+    from pairless.methods.n2v import fit_n2v
+
+    settings = read_yaml(config) if config is not None else {}
+    if three_d:
+        settings["ndim"] = 3
+    if n2v2:
+        settings["n2v2"] = True
+    if struct_mask is not None:
+        settings["struct_mask"] = struct_mask
+    n2v_config = N2VConfig.for_profile(profile, **settings)
+    images = [read_image(p, axes=axes) for p in inputs]
+    if len({im.axes for im in images}) > 1:
+        raise PairlessError(
+            f"the inputs have different axes ({', '.join(sorted({im.axes for im in images}))}); "
+            f"train on images of one kind, or pass --axes"
+        )
+    typer.echo(f"training N2V ({profile}, {n2v_config.steps} steps) on {len(images)} image(s), axes {images[0].axes}")
+    fit_n2v(
+        [im.data for im in images],
+        axes=images[0].axes,
+        out=out,
+        config=n2v_config,
+        seed=seed,
+        resume=True if resume else None,
+    )
+    typer.echo(f"model written to {out}")
 
 
 @fit_app.command("supervised")
@@ -187,6 +245,74 @@ def simulate_em_command(
     typer.echo(f"{len(written)} noisy images and em_noise.png written to {out}")
 
 
+@simulate_app.command("pet", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def simulate_pet_command(
+    ctx: typer.Context,
+    out: OutDir,
+    minutes: Annotated[
+        Optional[list[float]], typer.Option("--minutes", help="Frame durations, e.g. --minutes 2 10; the longest is the acquisition.")
+    ] = None,
+    slices: Annotated[int, typer.Option(help="Planes of 2.027 mm around the sphere plane.")] = 61,
+    seed: Annotated[int, typer.Option(help="Seed of the Poisson counts and the thinning.")] = 0,
+) -> None:
+    """Simulate a NEMA IQ phantom scan on a Biograph mCT and reconstruct each frame (OSEM 3 it x 21 subsets).
+
+    Writes NIfTI volumes (truth, μ-map, one per frame, kBq/mL, voxel sizes in mm) and phantom.json.
+    Example: pairless simulate pet --out pet_sim/ --minutes 2 10 --seed 1
+    """
+    from pairless.sim.pet import simulate_pet, write_study
+
+    frames = [*(minutes or []), *(_number(a, "--minutes") for a in ctx.args)] or [2.0, 10.0]
+    study = simulate_pet(minutes=tuple(frames), slices=slices, seed=seed)
+    for path in write_study(study, out):
+        typer.echo(str(path))
+
+
+@reproduce_app.command("pet")
+def reproduce_pet_command(
+    out: OutDir,
+    profile: Annotated[str, typer.Option(help="quick (CPU minutes) | paper (seed 000's N2V training: hours).")] = "quick",
+    seed: Annotated[int, typer.Option(help="Seed of the simulation and the training.")] = 0,
+    slices: Annotated[int, typer.Option(help="Planes of 2.027 mm around the sphere plane.")] = 61,
+    n2v_steps: Annotated[Optional[int], typer.Option(help="Override the profile's N2V training steps.")] = None,
+) -> None:
+    """Seed 000's study: Gaussian, median and Noise2Void on a simulated 2-minute NEMA IQ PET scan vs 10 minutes.
+
+    Example: pairless reproduce pet --profile quick --out pet_report/
+    """
+    _run_pet_study(out, profile=profile, seed=seed, slices=slices, n2v_steps=n2v_steps)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("pairless-demo"),
+) -> None:
+    """Simulate the PET phantom study, denoise it with every method, print the table, write a report (minutes).
+
+    Example: pairless demo
+    """
+    _run_pet_study(out, profile="quick", seed=0, slices=61, n2v_steps=None)
+
+
+def _number(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise PairlessError(f"unexpected argument {text!r}; {option} takes numbers, e.g. {option} 2 10") from None
+
+
+def _run_pet_study(out: Path, *, profile: str, seed: int, slices: int, n2v_steps: int | None) -> None:
+    from pairless.experiments.pet import PetStudyConfig, run_pet_study
+
+    config = PetStudyConfig.from_dict({"profile": profile, "seed": seed, "slices": slices, "n2v_steps": n2v_steps})
+    result = run_pet_study(out, config=config)
+    typer.echo("Table 1 vs the 10-minute image (" + result.metrics[0]["convention"] + "):")
+    typer.echo(f"{'method':<16}{'PSNR dB':>9}{'NRMSE %':>9}{'SSIM':>8}")
+    for row in result.table1():
+        typer.echo(f"{row['method']:<16}{row['psnr_db']:>9.3f}{row['nrmse_pct']:>9.3f}{row['ssim']:>8.4f}")
+    typer.echo(f"report written to {result.report}")
+
+
 @reproduce_app.command("em")
 def reproduce_em_command(
     out: OutDir,
@@ -207,6 +333,25 @@ def reproduce_em_command(
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     html = reproduce_em(out, profile=profile, clean=clean, methods=chosen, seed=seed)
+    typer.echo(f"report written to {html}")
+
+
+@reproduce_app.command("bsd68")
+def reproduce_bsd68_command(
+    out: OutDir,
+    profile: Annotated[str, typer.Option(help="quick (CPU minutes, 12 test images) | paper (seed schedule, all 68).")] = "quick",
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Folder with bsd400_train/ and bsd68/ (default ../shared/data/natural).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise and the training.")] = 0,
+) -> None:
+    """N2V paper's benchmark: train on noisy BSD400, score on BSD68 with σ=25 noise next to 27.71 dB.
+
+    Example: pairless reproduce bsd68 --profile quick --out bsd68_report/
+    """
+    from pairless.experiments.bsd68 import reproduce_bsd68
+
+    html = reproduce_bsd68(out, profile=profile, data=data, seed=seed)
     typer.echo(f"report written to {html}")
 
 

@@ -37,12 +37,28 @@ def denoise_array(
     """Denoise ``image`` whose dimensions are named by ``axes`` (e.g. ``"YX"``, ``"ZYX"``, ``"SYX"``).
 
     Non-spatial axes (S, T, C) and, for a 2D denoiser, Z are treated as independent images.
-    Returns a float32 array of the input's shape.
+    Returns a float32 array of the input's shape.  Denoisers compute in float32, so an image with
+    NaN/Inf or values beyond float32's range is refused rather than denoised into Inf/NaN.
     """
+    from pairless.io import validate_axes
+
+    image = np.asarray(image)
     if len(axes) != image.ndim:
         raise PairlessError(
             f"axes {axes!r} names {len(axes)} dimensions but the image has {image.ndim} "
             f"(shape {image.shape}); pass an axes string with one letter per dimension"
+        )
+    axes = validate_axes(axes, image.ndim, end_in_yx=False)
+    if image.size == 0:
+        raise PairlessError(f"the image is empty (shape {image.shape}); pass an image with pixels")
+    if image.dtype.kind not in "buif":
+        raise PairlessError(f"images of type {image.dtype} cannot be denoised; pass integers or real floats")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as Inf, refused below
+        values = np.asarray(image, dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+        raise PairlessError(
+            "the image has NaN/Inf values or values beyond float32's range (±3.4e38); replace or "
+            "rescale them (e.g. numpy.nan_to_num) before denoising"
         )
     ndim = denoiser.spatial_ndim
     spatial = [a for a in axes if a in SPATIAL]
@@ -54,10 +70,14 @@ def denoise_array(
     spatial = spatial[-ndim:] if ndim is not None else spatial
     batch = [a for a in axes if a not in spatial]
     order = [axes.index(a) for a in batch + spatial]
-    moved = np.transpose(image, order)
+    moved = np.transpose(values, order)
     spatial_shape = moved.shape[len(batch):]
-    flat = np.ascontiguousarray(moved.reshape(-1, 1, *spatial_shape), dtype=np.float32)
+    flat = np.ascontiguousarray(moved.reshape(-1, 1, *spatial_shape))
     with torch.no_grad():
         out = denoiser(torch.from_numpy(flat), sigma=sigma).numpy()
+    if not np.all(np.isfinite(out)):
+        raise PairlessError(
+            "the denoiser produced NaN/Inf values (a diverged or corrupt model); retrain it or use another method"
+        )
     out = out.reshape(moved.shape)
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)), dtype=np.float32)

@@ -72,15 +72,17 @@ _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def validate_axes(axes: str, ndim: int) -> str:
+def validate_axes(axes: str, ndim: int, *, end_in_yx: bool = True) -> str:
     """Return ``axes`` upper-cased after checking it names ``ndim`` dimensions and ends in YX.
+
+    ``end_in_yx=False`` accepts Y and X anywhere (a layout as stored, or for :func:`denoise_array`).
 
     Raises
     ------
     PairlessError
         Naming the bad string and how to write a good one.
     """
-    problem = _axes_problem(str(axes).upper(), ndim, end_in_yx=True)
+    problem = _axes_problem(str(axes).upper(), ndim, end_in_yx=end_in_yx)
     if problem:
         raise PairlessError(f"axes {axes!r} {problem}: {_HINT}")
     return str(axes).upper()
@@ -368,8 +370,8 @@ def _write_tiff(tmp: Path, image: Image, data: np.ndarray) -> None:
     import tifffile
 
     voxel = dict(zip(image.spatial_axes, image.voxel_size)) if image.voxel_size else {}
-    singleton = any(n == 1 for a, n in zip(image.axes, data.shape) if a not in "YX")
-    # ImageJ drops singleton axes and allows only its own axis order and three dtypes.
+    singleton = 1 in data.shape
+    # ImageJ drops singleton axes (a 1-pixel Y or X too, when other axes exist) and allows only its own axis order and three dtypes.
     imagej = (data.dtype in (np.uint8, np.uint16, np.float32) and _in_order(image.axes, "TZCYX")
               and not singleton)
     if imagej:
@@ -479,6 +481,10 @@ def _write_nifti(tmp: Path, image: Image, data: np.ndarray) -> None:
 
     if image.axes not in ("YX", "ZYX", "TZYX"):
         raise PairlessError(f"NIfTI holds axes YX, ZYX or TZYX, not {image.axes!r}; write .tif or .npy")
+    try:
+        nib.Nifti1Header().set_data_dtype(data.dtype)
+    except nib.spatialimages.HeaderDataError:
+        raise PairlessError(f"NIfTI cannot store {data.dtype} values; pass dtype='float32' or write .tif") from None
     header = image.meta.get("nifti_header")
     header = header.copy() if isinstance(header, nib.Nifti1Header) else None
     affine = image.affine
@@ -677,12 +683,14 @@ def write_image(
         The written path.
     """
     target = Path(path)
+    if image.data.size == 0:
+        raise PairlessError(f"{target}: the image is empty (shape {image.data.shape}); pass an image with pixels")
     kind = _format_to_write(target, image)
     _refuse_inputs(target, image, protect, folder=kind == "dicom")
     _check_target(target, kind)
     try:
         if kind == "dicom":
-            want = image.data.dtype if dtype is None else _dtype(dtype)
+            want = _dtype(image.data.dtype if dtype is None else dtype)
             rescale = want.kind == "f"
             data = image.data if rescale else _cast(image.data, want)
             with _atomic_folder(target) as tmp:
@@ -744,13 +752,15 @@ def _dtype(dtype) -> np.dtype:
         out = np.dtype(dtype)
     except TypeError:
         raise PairlessError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'uint16' or 'uint8'") from None
+    if out.kind == "b":  # stored as 0/1, the way bool images are read
+        return np.dtype(np.uint8)
     if out.kind not in "uif":
         raise PairlessError(f"cannot store dtype {out}; use e.g. 'float32', 'uint16' or 'uint8'")
     return out
 
 
 def _output_dtype(dtype, image: Image, kind: str) -> np.dtype:
-    want = image.data.dtype if dtype is None else _dtype(dtype)
+    want = _dtype(image.data.dtype if dtype is None else dtype)
     if kind != "png" or want in (np.uint8, np.uint16):
         return want
     stored = image.meta.get("stored_dtype")
@@ -763,19 +773,40 @@ def _output_dtype(dtype, image: Image, kind: str) -> np.dtype:
 
 
 def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Cast to ``dtype``; integers are rounded, clipped if barely out of range, else refused."""
-    if dtype.kind == "f" or data.dtype == dtype:
+    """Cast to ``dtype``; integers are rounded, clipped if barely out of range, else refused.
+
+    Finite values beyond a float dtype's range (they would become Inf) and NaN/Inf going to integers
+    (they have no integer value) are refused too.
+    """
+    if data.dtype == dtype:
+        return data
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        lo = float(np.min(data, where=finite, initial=np.inf))
+        hi = float(np.max(data, where=finite, initial=-np.inf))
+    else:
+        finite, lo, hi = np.True_, float(np.min(data)), float(np.max(data))
+    if dtype.kind == "f":
+        if max(-lo, hi) > float(np.finfo(dtype).max):
+            raise PairlessError(
+                f"values reach {max(-lo, hi):.4g}, beyond {dtype}'s range; rescale them or store "
+                f"float64 (dtype='float64' in .tif, .npy or .nii)"
+            )
         return data.astype(dtype, copy=False)
+    if not np.all(finite):
+        raise PairlessError(
+            f"the image holds NaN/Inf values, which {dtype} cannot store; replace them "
+            f"(e.g. numpy.nan_to_num) or store floats"
+        )
     info = np.iinfo(dtype)
-    lo, hi = float(np.min(data)), float(np.max(data))
     slack = _OVERSHOOT * (float(info.max) - float(info.min))
     if lo < info.min - slack or hi > info.max + slack:
         raise PairlessError(
             f"values span [{lo:.4g}, {hi:.4g}], outside {dtype}'s range [{info.min}, {info.max}]; "
             f"rescale them or store floats (dtype='float32' in .tif, .npy or .nii)"
         )
-    if data.dtype.kind == "f":
-        data = np.round(data)
+    if data.dtype.kind == "f":  # float16 cannot hold the integer bounds, so round in float32 at least
+        data = np.round(data.astype(np.promote_types(data.dtype, np.float32), copy=False))
     return np.clip(data, info.min, info.max).astype(dtype)
 
 

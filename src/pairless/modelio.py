@@ -33,7 +33,7 @@ LOADERS = {
 
 
 def versions() -> dict:
-    return {"pairless": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"pairless": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def save_model_folder(folder: str | os.PathLike, *, config: dict, weights: dict[str, torch.Tensor]) -> Path:

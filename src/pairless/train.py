@@ -81,6 +81,31 @@ class _TrainingLog(Callback):
         self.rows = list(state_dict["rows"])
 
 
+class _StepProgress(Callback):
+    """One bar over the whole run (steps, not epochs: an "epoch" here is only a validation interval)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[loss]}")
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=trainer.max_steps, completed=trainer.global_step, loss="")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+        loss = "  ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in shown.items())
+        self.progress.update(self.task, completed=trainer.global_step, loss=loss)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.progress.stop()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if hasattr(self, "progress"):
+            self.progress.stop()
+
+
 def write_log_csv(path: Path, rows: list[dict[str, float]]) -> None:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
@@ -140,7 +165,7 @@ def _resume_point(ckpt_dir: Path, *, max_steps: int, resume: bool | None) -> Pat
 
 
 @contextlib.contextmanager
-def _quiet_lightning(progress: bool):
+def _quiet_lightning():
     """Silence Lightning's banner lines and advice about data loader workers (we load in-process on purpose)."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
@@ -149,6 +174,7 @@ def _quiet_lightning(progress: bool):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
         try:
             yield
         finally:
@@ -190,32 +216,32 @@ def fit_module(
     if start is None and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename=BEST.removesuffix(".ckpt"),
-        monitor="val_loss",
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        enable_version_counter=False,
-    )
-    log = _TrainingLog(out_dir)
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        max_epochs=-1,
-        val_check_interval=val_every_n_steps,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        precision=precision,
-        callbacks=[log, best],
-        plugins=[_AtomicCheckpointIO()],
-        logger=False,
-        default_root_dir=out_dir,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
-    with _quiet_lightning(progress), torch.random.fork_rng(devices=[]):
+    with _quiet_lightning(), torch.random.fork_rng(devices=[]):
+        best = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename=BEST.removesuffix(".ckpt"),
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        )
+        log = _TrainingLog(out_dir)
+        trainer = L.Trainer(
+            max_steps=max_steps,
+            max_epochs=-1,
+            val_check_interval=val_every_n_steps,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            precision=precision,
+            callbacks=[log, best, *([_StepProgress()] if progress else [])],
+            plugins=[_AtomicCheckpointIO()],
+            logger=False,
+            default_root_dir=out_dir,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+        )
         torch.manual_seed(seed)
         trainer.fit(module, train_loader, val_loader, ckpt_path=start)
         trainer.save_checkpoint(ckpt_dir / LAST)

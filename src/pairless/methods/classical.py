@@ -9,6 +9,7 @@ parameter is chosen per image without clean data by J-invariance (Noise2Self; sc
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from pairless.denoiser import Denoiser
 from pairless.errors import PairlessError
 
 METHODS = ("gaussian", "median", "nlm", "bm3d")
+_STRIDE = 4  # scikit-image's calibrate_denoiser default
 
 
 class ClassicalDenoiser(Denoiser):
@@ -44,9 +46,15 @@ class ClassicalDenoiser(Denoiser):
     def _calibrate(self, image: np.ndarray) -> dict:
         from skimage.restoration import calibrate_denoiser
 
+        if min(image.shape) < _STRIDE:  # the self-supervised loss is measured on a stride-4 grid
+            raise PairlessError(
+                f"--auto needs at least {_STRIDE} pixels along every axis to tune itself, but this image "
+                f"is {'×'.join(map(str, image.shape))}; set --sigma/--size instead (or --axes SYX for thin stacks)"
+            )
         grid = self.grid(image)
+        # float64 so that the self-supervised MSE of large intensities does not overflow to Inf
         _, (parameters, losses) = calibrate_denoiser(
-            image, self.fn, denoise_parameters=grid, extra_output=True
+            image.astype(np.float64), self.fn, denoise_parameters=grid, extra_output=True
         )
         return parameters[int(np.argmin(losses))]
 
@@ -61,13 +69,12 @@ def median(image: np.ndarray, *, size: int = 3) -> np.ndarray:
 
 def nlm(image: np.ndarray, *, h: float | None = None, noise_sigma: float | None = None) -> np.ndarray:
     """Non-local means; ``h`` defaults to 0.8 × the noise σ, estimated from the image when not given."""
-    from skimage.restoration import denoise_nl_means, estimate_sigma
+    from skimage.restoration import denoise_nl_means
 
-    noise_sigma = float(estimate_sigma(image)) if noise_sigma is None else noise_sigma
+    noise_sigma = _estimate_sigma(image) if noise_sigma is None else noise_sigma
     h = 0.8 * noise_sigma if h is None else h
-    return denoise_nl_means(
-        image, h=h, sigma=noise_sigma, patch_size=5, patch_distance=6, fast_mode=True
-    ).astype(np.float32)
+    out = denoise_nl_means(image, h=h, sigma=noise_sigma, patch_size=5, patch_distance=6, fast_mode=True)
+    return out.astype(np.float32).reshape(image.shape)  # scikit-image squeezes 1-pixel axes away
 
 
 def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
@@ -78,18 +85,24 @@ def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
         raise PairlessError(
             "BM3D needs the optional package 'bm3d'; install it with `pip install 'pairless[bm3d]'`"
         ) from None
-    from skimage.restoration import estimate_sigma
-
     if image.ndim == 3:
         return np.stack([bm3d(s, noise_sigma=noise_sigma) for s in image])
-    noise_sigma = float(estimate_sigma(image)) if noise_sigma is None else noise_sigma
+    noise_sigma = _estimate_sigma(image) if noise_sigma is None else noise_sigma
     return np.asarray(bm3d_lib.bm3d(image, sigma_psd=noise_sigma), dtype=np.float32)
 
 
-def _sigma_scaled(image: np.ndarray, key: str, factors: tuple[float, ...]) -> dict:
+def _estimate_sigma(image: np.ndarray) -> float:
+    """The noise σ by scikit-image's wavelet estimate; 0 for images too small to estimate it from."""
     from skimage.restoration import estimate_sigma
 
-    base = max(float(estimate_sigma(image)), 1e-12)
+    with warnings.catch_warnings():  # tiny images warn (channel axis? empty slice) and give NaN
+        warnings.simplefilter("ignore")
+        sigma = float(estimate_sigma(image))
+    return sigma if np.isfinite(sigma) else 0.0
+
+
+def _sigma_scaled(image: np.ndarray, key: str, factors: tuple[float, ...]) -> dict:
+    base = max(_estimate_sigma(image), 1e-12)
     return {key: [f * base for f in factors]}
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pairless.config import N2VConfig
 from pairless.denoiser import SPATIAL, Denoiser
@@ -51,7 +50,8 @@ def stratified_positions(
 
     The box side is ``fraction ** (-1/ndim)`` on every axis (a cube root in 3D, unlike n2v's square
     root), boxes start at 0 and the pixel is uniform in its box; points falling past the edge are
-    dropped, so every pixel is chosen with probability exactly ``fraction``.  Returns ``(N, 1+ndim)``.
+    dropped, so every pixel is chosen with probability ``fraction``.  Returns ``(N, 1+ndim)``, unique:
+    a pixel straddling two boxes may be drawn by both (rarely) and is then one blind spot.
     """
     batch, *spatial = shape
     ndim = len(spatial)
@@ -62,7 +62,7 @@ def stratified_positions(
     points = (origins + jitter).floor().long()
     inside = (points < torch.tensor(spatial, device=device)).all(dim=-1)
     b = torch.arange(batch, device=device)[:, None].expand(-1, origins.shape[0])
-    return torch.cat([b[inside][:, None], points[inside]], dim=1)
+    return torch.unique(torch.cat([b[inside][:, None], points[inside]], dim=1), dim=0)
 
 
 def neighbour_offsets(ndim: int, *, roi: int, struct: str = "none", struct_span: int = 5) -> torch.Tensor:
@@ -383,6 +383,8 @@ def _resolve_precision(config: N2VConfig) -> tuple[str, bool]:
             precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         else:
             precision = "bf16-mixed" if torch.cpu._is_avx512_bf16_supported() else "32-true"
+    elif precision == "16-mixed" and not torch.cuda.is_available():
+        raise PairlessError("precision 16-mixed needs a GPU; use bf16-mixed or 32-true on a CPU")
     channels_last = {"on": True, "off": False, "auto": precision != "32-true"}[config.channels_last]
     return precision, channels_last
 
@@ -410,8 +412,9 @@ def fit_n2v(
     config = config if config is not None else N2VConfig.for_profile(profile)
     out = Path(out)
     stacks = _as_stacks(images, axes=axes, ndim=config.ndim)
-    values = np.concatenate([s.reshape(-1) for s in stacks]).astype(np.float64)
-    mean, std = float(values.mean()), float(values.std())
+    count = sum(s.size for s in stacks)
+    mean = sum(float(s.sum(dtype=np.float64)) for s in stacks) / count
+    std = math.sqrt(sum(float(np.square(s - mean, dtype=np.float64).sum()) for s in stacks) / count)
     if std == 0:
         raise PairlessError("the training images are constant (std 0); N2V needs images with noise")
     stacks = [((s - mean) / std).astype(np.float32) for s in stacks]
@@ -447,7 +450,8 @@ def fit_n2v(
         precision=precision,
         progress=progress,
     )
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"]
     weights = {k.removeprefix("net."): v.contiguous() for k, v in state.items() if k.startswith("net.")}
     model_config = {
         "method": "n2v",
@@ -455,7 +459,7 @@ def fit_n2v(
         "normalisation": {"mean": mean, "std": std},
         "axes": axes,
         "seed": seed,
-        "best_checkpoint": best.name,
+        "best_step": int(checkpoint["global_step"]),
     }
     save_model_folder(out, config=model_config, weights=weights)
     return load_denoiser(model_config, weights)
@@ -487,23 +491,11 @@ class N2VDenoiser(Denoiser):
         return out * self.std + self.mean
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        try:
-            from pairless.predict import predict_tiled
-        except ModuleNotFoundError:  # predict.py is being written in parallel; untiled until it lands
-            return _predict_padded(self.net, x, multiple=self.net.multiple)
+        from pairless.predict import predict_tiled
+
         return predict_tiled(
             self.net, x, tile=self.tile, overlap=self.overlap, tta=self.tta, multiple=self.net.multiple
         )
-
-
-def _predict_padded(net: torch.nn.Module, x: torch.Tensor, *, multiple: int) -> torch.Tensor:
-    spatial = x.shape[2:]
-    pad = []
-    for n in reversed(spatial):
-        pad += [0, -n % multiple]
-    mode = "reflect" if all(p < n for p, n in zip(pad[1::2], reversed(spatial))) else "replicate"
-    out = net(F.pad(x, pad, mode=mode) if any(pad) else x)
-    return out[(..., *(slice(0, n) for n in spatial))]
 
 
 def load_denoiser(config: dict, weights: dict[str, torch.Tensor], *, tile: int = 256, overlap: int = 32, tta: bool = False) -> N2VDenoiser:

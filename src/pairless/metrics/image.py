@@ -18,6 +18,8 @@ SSIM_WINDOWS = {
     False: "7x7 uniform window, sample covariance (scikit-image default)",
     True: "11-tap Gaussian window sigma 1.5, population covariance (Wang et al. 2004)",
 }
+# SSIM multiplies fourth powers of the values (and of data_range): beyond this float64 overflows.
+LIMIT = 1e75
 
 
 def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -33,6 +35,11 @@ def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     for name, array in (("image", image), ("reference", reference)):
         if not np.all(np.isfinite(array)):
             raise PairlessError(f"the {name} contains NaN or Inf values; replace them before measuring")
+        if np.max(np.abs(array)) > LIMIT:
+            raise PairlessError(
+                f"the {name} has values up to {np.max(np.abs(array)):.3g}, too large to measure in float64 "
+                f"(limit {LIMIT:g}); rescale both images and the data range"
+            )
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != image.shape:
@@ -46,7 +53,7 @@ def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray |
 
 
 def _check_range(data_range) -> float:
-    if data_range is None or not np.isfinite(data_range) or data_range <= 0:
+    if data_range is None or not np.isfinite(data_range) or not 0 < data_range <= LIMIT:
         raise PairlessError(
             f"data_range must be a positive number, got {data_range!r}; give the intensity range of the "
             f"reference scale (e.g. 255 for 8-bit, 1.0 for [0, 1] images, or the reference's max - min)"
@@ -63,7 +70,8 @@ def psnr(image, reference, *, data_range: float, mask=None) -> float:
     image, reference, mask = _check(image, reference, mask)
     data_range = _check_range(data_range)
     mse = np.mean((_select(image, mask) - _select(reference, mask)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+    # 20·log10(R) − 10·log10(MSE) is 10·log10(R²/MSE) without squaring a tiny R to 0
+    return float("inf") if mse == 0 else float(20 * np.log10(data_range) - 10 * np.log10(mse))
 
 
 def nrmse(image, reference, *, normalization: str = "euclidean", mask=None) -> float:
@@ -103,7 +111,13 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
             f"measure a larger region or use PSNR/NRMSE only"
         )
     options = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
-    mean, ssim_map = structural_similarity(reference, image, data_range=data_range, full=True, **options)
+    with np.errstate(all="ignore"):  # a data_range tiny next to the values underflows C1, C2: checked below
+        mean, ssim_map = structural_similarity(reference, image, data_range=data_range, full=True, **options)
+    if not np.all(np.isfinite(ssim_map)):
+        raise PairlessError(
+            f"SSIM is undefined here (data_range {data_range:g} is too small for float64 next to these "
+            f"values); pass the reference's real intensity range as data_range"
+        )
     if mask is None:
         return float(mean)
     # scikit-image averages the map without its border (half a window), where the window is truncated.
@@ -126,6 +140,11 @@ def si_psnr(image, reference, *, data_range: float, mask=None) -> float:
     """
     image, reference, mask = _check(image, reference, mask)
     x, r = _select(image, mask).ravel(), _select(reference, mask).ravel()
+    if r.min() == r.max():
+        raise PairlessError(
+            "SI-PSNR is undefined for a constant reference (the affine fit matches any image to it exactly); "
+            "use PSNR, or measure a region where the reference varies"
+        )
     design = np.stack([x, np.ones_like(x)], axis=1)
     (a, b), *_ = np.linalg.lstsq(design, r, rcond=None)
     return psnr(a * x + b, r, data_range=data_range)

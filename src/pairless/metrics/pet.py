@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
+from scipy.signal import fftconvolve
 
 from pairless.errors import PairlessError
 from pairless.sim.nema import (
@@ -165,7 +166,7 @@ def evaluate_nema(
             "rc_mean": rc_mean,
             "rc_peak": rc_peak,
             "earl1": {m: earl_verdict(v, "earl1", m, diameter) for m, v in
-                      (("rc_max", rc_max), ("rc_mean", rc_mean)) },
+                      (("rc_max", rc_max), ("rc_mean", rc_mean))},
             "earl2": {m: earl_verdict(v, "earl2", m, diameter) for m, v in
                       (("rc_max", rc_max), ("rc_mean", rc_mean), ("rc_peak", rc_peak))},
             "contrast_pct": float((c_hot / bg.mean() - 1) / (ratio - 1) * 100) if ratio != 1 else float("nan"),
@@ -292,8 +293,6 @@ def _refine_sphere(image: np.ndarray, guess: np.ndarray, radius: float, vs: np.n
             for s, g in zip(search, guess)]
     grid = np.meshgrid(*[a / v for a, v in zip(axes, vs)], indexing="ij")
     local = ndimage.map_coordinates(image, grid, order=1, mode="nearest")
-    from scipy.signal import fftconvolve
-
     response = fftconvolve(local, ball[::-1, ::-1, ::-1], mode="valid")
     k = np.unravel_index(int(np.argmax(response)), response.shape)
     return np.array([axes[d][k[d] + n_ball] for d in range(3)])

@@ -122,8 +122,6 @@ class Extractor(nn.Module):
 class Discriminator(nn.Module):
     """Five 4×4 conv stages (four stride 2, one valid) and a 1×1 logit; 64×64 in → 1×1 out."""
 
-    MIN_SIZE = 64
-
     def __init__(self, norm: str = "spectral", width: int = 32):
         super().__init__()
         ch = [width * 2**i for i in range(5)]

@@ -1,0 +1,238 @@
+"""Noise2Void speed on this machine: training patches/s and inference MP/s against bare PyTorch.
+
+Every figure is measured in the same run as its baseline, so the ratios survive a busy machine:
+
+* training: 64×64 patches, batch 16, the default U-Net (depth 2, 32 filters).  Baseline = a bare fp32
+  NCHW loop (forward, masked MSE on a fixed mask, backward, Adam).  pairless = the N2V module's own
+  step (blind-spot masking, N2V loss) with the precision and memory layout ``fit_n2v`` picks, fused
+  Adam; plus ``fit_n2v`` end to end (Lightning, patch sampling, validation, checkpoints).
+* inference: a 2048² image (1024² with ``--quick``).  Baseline = one plain fp32 forward of the whole
+  image.  pairless = ``predict_tiled`` (tile 256, overlap 32, blended) with its default precision,
+  run in a fresh process whose peak RSS (``ru_maxrss``) is reported.
+* achieved GFLOP/s (conv/matmul FLOPs from ``FlopCounterMode``) against fp32 and bf16 matmuls.
+
+Usage: ``python benchmarks/n2v_speed.py [--quick] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pairless.config import N2VConfig
+from pairless.files import atomic_path
+from pairless.methods.n2v import N2VModule, _resolve_precision, fit_n2v
+from pairless.nets.unet import UNet
+
+PATCH, BATCH = 64, 16
+
+
+def timed(fn, *, reps: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / statistics.median(timed(lambda: a @ b, reps=reps)) / 1e9
+
+
+def flops(net: torch.nn.Module, x: torch.Tensor, *, backward: bool) -> int:
+    with FlopCounterMode(display=False) as counter:
+        out = net(x)
+        if backward:
+            out.sum().backward()
+    return counter.get_total_flops()
+
+
+def bare_training_step(net, opt, x, mask):
+    opt.zero_grad(set_to_none=True)
+    loss = ((net(x) - x) ** 2 * mask).sum() / mask.sum()
+    loss.backward()
+    opt.step()
+
+
+def pairless_training_step(module, opt, x, generator, precision):
+    opt.zero_grad(set_to_none=True)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        loss = module._step(x, generator)
+    loss.backward()
+    opt.step()
+
+
+def training(reps: int) -> dict:
+    config = N2VConfig()
+    precision, channels_last = _resolve_precision(config)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 1, PATCH, PATCH, generator=g)
+    mask = (torch.rand(x.shape, generator=g) < config.mask_fraction).float()
+
+    torch.manual_seed(0)
+    bare_net = UNet()
+    bare_opt = torch.optim.Adam(bare_net.parameters(), lr=1e-3)
+    bare = timed(lambda: bare_training_step(bare_net, bare_opt, x, mask), reps=reps)
+
+    torch.manual_seed(0)
+    module = N2VModule(UNet(), config, channels_last=channels_last)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
+    pairless = timed(lambda: pairless_training_step(module, opt, x, g, precision), reps=reps)
+
+    step_flops = flops(UNet(), x, backward=True)
+    bare_s, pairless_s = statistics.median(bare), statistics.median(pairless)
+    return {
+        "precision": precision,
+        "channels_last": channels_last,
+        "step_gflop": step_flops / 1e9,
+        "bare_fp32_step_s": bare_s,
+        "bare_fp32_patches_per_s": BATCH / bare_s,
+        "pairless_step_s": pairless_s,
+        "pairless_patches_per_s": BATCH / pairless_s,
+        "ratio_vs_bare": bare_s / pairless_s,
+        "bare_gflops": step_flops / bare_s / 1e9,
+        "pairless_gflops": step_flops / pairless_s / 1e9,
+        "all_step_times_s": {"bare": bare, "pairless": pairless},
+    }
+
+
+def fit_end_to_end(steps: int) -> dict:
+    """``fit_n2v`` as a user runs it, on one noisy 512² image: whole wall time, Lightning included."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((512, 512)) * 0.2 + rng.normal(0, 0.1, (512, 512))).astype(np.float32)
+    config = N2VConfig(steps=steps, val_every=max(steps // 2, 1))
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        fit_n2v([image], axes="YX", out=Path(out), config=config, progress=False)
+        wall = time.perf_counter() - t
+    return {"steps": steps, "wall_s": wall, "patches_per_s": steps * BATCH / wall}
+
+
+# Run in a fresh interpreter that imports only what prediction needs, so ``ru_maxrss`` is the peak of
+# tiled inference as a user's `pairless denoise` process would see it (torch and the net included).
+_INFERENCE_CHILD = """
+import json, resource, sys, time
+import torch
+from pairless.nets.unet import UNet
+from pairless.predict import predict_tiled
+size, reps = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+net = UNet().eval()
+x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+predict_tiled(net, x[..., :512, :512])  # warm-up: oneDNN primitive creation
+times = []
+for _ in range(reps):
+    t = time.perf_counter()
+    predict_tiled(net, x, tile=256, overlap=32)
+    times.append(time.perf_counter() - t)
+print(json.dumps({"times": times, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def inference(size: int, reps: int) -> dict:
+    child = subprocess.run(
+        [sys.executable, "-c", _INFERENCE_CHILD, str(size), str(reps)], capture_output=True, text=True, check=True
+    )
+    tiled = json.loads(child.stdout.strip().splitlines()[-1])
+
+    torch.manual_seed(0)
+    net = UNet().eval()
+    x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        bare = timed(lambda: net(x), reps=max(reps // 2, 1), warmup=1)
+    mp = size * size / 1e6
+    pixel_flops = flops(net, x[..., :256, :256], backward=False) / 256**2
+    bare_s, tiled_s = statistics.median(bare), statistics.median(tiled["times"])
+    return {
+        "image": [size, size],
+        "tile": 256,
+        "overlap": 32,
+        "forward_flop_per_pixel": pixel_flops,
+        "bare_fp32_untiled_s": bare_s,
+        "bare_fp32_mp_per_s": mp / bare_s,
+        "pairless_tiled_s": tiled_s,
+        "pairless_mp_per_s": mp / tiled_s,
+        "ratio_vs_bare": bare_s / tiled_s,
+        "pairless_peak_rss_mib": tiled["peak_rss_mib"],
+        "bare_gflops": pixel_flops * mp * 1e6 / bare_s / 1e9,
+        "pairless_useful_gflops": pixel_flops * mp * 1e6 / tiled_s / 1e9,
+        "all_times_s": {"bare": bare, "pairless": tiled["times"]},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run: fewer reps, 1024² inference image")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "n2v_speed.json")
+    parser.add_argument("--no-fit", action="store_true", help="skip the end-to-end fit_n2v timing")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    result = {
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_average_start": os.getloadavg(),
+        },
+        "quick": args.quick,
+        "fp32_matmul_gflops": matmul_gflops(torch.float32),
+        "bf16_matmul_gflops": matmul_gflops(torch.bfloat16),
+    }
+    result["training"] = training(reps=10 if args.quick else 30)
+    if not args.no_fit:
+        result["fit_n2v"] = fit_end_to_end(steps=40 if args.quick else 200)
+    result["inference"] = inference(1024 if args.quick else 2048, reps=2 if args.quick else 3)
+    result["machine"]["load_average_end"] = os.getloadavg()
+    result["wall_s"] = time.perf_counter() - started
+    for part in ("training", "inference"):
+        r = result[part]
+        r["pairless_vs_fp32_matmul"] = r["pairless_gflops" if part == "training" else "pairless_useful_gflops"] / result[
+            "fp32_matmul_gflops"
+        ]
+        r["pairless_vs_bf16_matmul"] = r["pairless_gflops" if part == "training" else "pairless_useful_gflops"] / result[
+            "bf16_matmul_gflops"
+        ]
+
+    t, i = result["training"], result["inference"]
+    print(f"matmul 2048²: fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s")
+    print(
+        f"training  64², batch 16: pairless {t['pairless_patches_per_s']:.0f} patches/s ({t['precision']}, "
+        f"channels_last={t['channels_last']}) vs bare fp32 {t['bare_fp32_patches_per_s']:.0f}: "
+        f"×{t['ratio_vs_bare']:.2f}; {t['pairless_gflops']:.0f} GFLOP/s "
+        f"({t['pairless_vs_fp32_matmul']:.2f}× fp32 matmul, {t['pairless_vs_bf16_matmul']:.2f}× bf16 matmul)"
+    )
+    if "fit_n2v" in result:
+        f = result["fit_n2v"]
+        print(f"fit_n2v end to end: {f['patches_per_s']:.0f} patches/s ({f['steps']} steps in {f['wall_s']:.1f} s)")
+    print(
+        f"inference {i['image'][0]}², tiled 256/32: pairless {i['pairless_mp_per_s']:.2f} MP/s vs bare fp32 untiled "
+        f"{i['bare_fp32_mp_per_s']:.2f}: ×{i['ratio_vs_bare']:.2f}; peak RSS {i['pairless_peak_rss_mib']:.0f} MiB; "
+        f"{i['pairless_useful_gflops']:.0f} useful GFLOP/s"
+    )
+    print(f"load average start {result['machine']['load_average_start']}, end {result['machine']['load_average_end']}")
+    with atomic_path(args.json) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Fuzzed input (hypothesis): every public entry point either works or raises PairlessError.
+
+Random shapes (1-pixel images and singleton axes included), dtypes, axes strings, formats, NaN/Inf,
+constant images and huge values go through image I/O, the classical denoisers, the metrics and the
+``denoise`` / ``evaluate`` commands.  A result must be right (values kept within the documented
+dtype policy, shape and geometry kept, finite output), or the call must fail with pairless's own
+error: never another exception, never a silent wrong result, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pairless.cli import main
+from pairless.denoiser import denoise_array
+from pairless.errors import PairlessError
+from pairless.io import Image, read_image, write_image
+from pairless.methods.classical import make_classical
+from pairless.metrics.image import LIMIT, nrmse, psnr, si_psnr, ssim
+
+DTYPES = ("uint8", "uint16", "int16", "int32", "float16", "float32", "float64", "bool")
+FILLS = ("random", "constant", "zero", "huge", "dtype-max", "dtype-min", "nan", "inf")
+
+
+def fuzz(examples: int):
+    """Settings sized so the whole file stays well under a minute on a loaded 2-core machine."""
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _array(shape, dtype, fill, seed) -> np.ndarray:
+    """An array of ``dtype``: random, constant, or with huge / extreme / non-finite pixels planted."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype == bool:
+        return np.full(shape, fill != "zero") if fill in ("constant", "zero") else rng.random(shape) < 0.5
+    info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    if dtype.kind in "iu":
+        data = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+    else:
+        data = rng.normal(0, 100, shape).astype(dtype)
+    if fill == "constant":
+        return np.full(shape, data.flat[0], dtype)
+    if fill == "zero":
+        return np.zeros(shape, dtype)
+    spot = tuple(int(rng.integers(n)) for n in shape)
+    value = {
+        "huge": min(1e30, float(info.max)), "dtype-max": info.max, "dtype-min": info.min,
+        "nan": np.nan if dtype.kind == "f" else info.max, "inf": -np.inf if dtype.kind == "f" else info.min,
+    }.get(fill)
+    if value is not None:
+        data[spot] = value
+    return data
+
+
+@st.composite
+def shapes(draw, min_dims=2, max_dims=4, max_side=6):
+    """Small shapes with 1-pixel sides likely (hypothesis shrinks toward them anyway)."""
+    ndim = draw(st.integers(min_dims, max_dims))
+    return tuple(draw(st.one_of(st.just(1), st.integers(1, max_side))) for _ in range(ndim))
+
+
+@st.composite
+def axes_for(draw, ndim):
+    """Mostly a valid axes string for ``ndim`` (any order of S, T, C, Z, then YX), sometimes random text."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.text(alphabet="STCZYXQyxz ", max_size=6))
+    others = draw(st.permutations("STCZ"))[: ndim - 2]
+    return "".join(others) + "YX"
+
+
+def _valid_axes(axes: str, ndim: int, *, end_in_yx: bool = True) -> bool:
+    upper = axes.upper()
+    return (set(upper) <= set("STCZYX") and len(set(upper)) == len(upper) == ndim and {"Y", "X"} <= set(upper)
+            and (upper.endswith("YX") or not end_in_yx))
+
+
+def _finite(data: np.ndarray) -> bool:
+    return data.dtype.kind not in "fc" or bool(np.all(np.isfinite(data)))
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+# ---------------------------------------------------------------- image I/O
+
+
+def _stored(data: np.ndarray, target: np.dtype) -> np.ndarray | None:
+    """The values a write with ``target`` dtype must store (the io module's policy), or None: refuse."""
+    values = data.astype(np.float64)
+    if target.kind == "f":
+        too_big = np.isfinite(values) & (np.abs(values) > np.finfo(target).max)
+        return None if too_big.any() else data.astype(target)
+    if not np.all(np.isfinite(values)):
+        return None
+    info = np.iinfo(target)
+    slack = 0.05 * (float(info.max) - float(info.min))
+    if values.min() < info.min - slack or values.max() > info.max + slack:
+        return None
+    return np.clip(np.round(values), info.min, info.max).astype(target)
+
+
+@fuzz(200)
+@given(
+    shape=shapes(), dtype=st.sampled_from(DTYPES), fill=st.sampled_from(FILLS), seed=seeds,
+    suffix=st.sampled_from([".tif", ".npy", ".nii.gz", ".png"]), data=st.data(),
+    write_dtype=st.sampled_from([None, "float32", "float64", "uint8", "uint16", "int16"]),
+)
+@example(shape=(3, 3), dtype="float64", fill="huge", seed=0, suffix=".tif", data=None, write_dtype="float32")
+def test_write_then_read_keeps_values_axes_and_voxel_size_or_refuses(shape, dtype, fill, seed, suffix, data,
+                                                                      write_dtype):
+    array = _array(shape, dtype, fill, seed)
+    if data is None:  # the pinned example: 1e300 stored as float32 would become Inf
+        array, axes, voxel = np.full(shape, 1e300), "YX", None
+    else:
+        axes = data.draw(axes_for(len(shape)), label="axes")
+        n_spatial = sum(a in "ZYX" for a in axes.upper())
+        voxel = data.draw(st.none() | st.tuples(*[st.floats(1e-3, 50.0)] * n_spatial), label="voxel")
+    try:
+        image = Image(array, axes, voxel_size=voxel)
+    except PairlessError:
+        assert not _valid_axes(axes, array.ndim)
+        return
+    assert _valid_axes(axes, array.ndim)
+
+    kept = np.dtype(np.uint8) if array.dtype == bool else array.dtype
+    target = kept if write_dtype is None else np.dtype(write_dtype)
+    expected = _stored(array, target)
+    # formats that must take the image: .tif and .npy anything, NIfTI its axes and dtypes, PNG gray integers
+    must_write = expected is not None and (
+        suffix in (".tif", ".npy")
+        or (suffix == ".nii.gz" and image.axes in ("YX", "ZYX", "TZYX") and target != np.float16)
+        or (suffix == ".png" and image.axes == "YX" and target in (np.uint8, np.uint16))
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"image{suffix}"
+        try:
+            written = write_image(path, image, dtype=write_dtype)
+        except PairlessError:
+            assert not must_write, "a write that the documented policy allows was refused"
+            assert _files(tmp) == [], "a refused write left a file behind"
+            return
+        assert expected is not None, f"write of {array.dtype} as {target} should have been refused"
+        assert _files(tmp) == [path.name]
+        try:
+            back = read_image(written, axes=image.axes if suffix == ".npy" else None)
+        except PairlessError:
+            assert not _finite(expected), "a file pairless wrote cannot be read back"
+            return
+    assert _finite(expected)
+    assert back.data.dtype == expected.dtype and back.data.shape == expected.shape
+    np.testing.assert_array_equal(back.data, expected)
+    assert back.axes == image.axes
+    if voxel is not None and suffix == ".png":  # PNG stores whole pixels per metre
+        assert np.allclose(1000 / np.array(back.voxel_size), 1000 / np.array(voxel), rtol=0, atol=0.5 + 1e-9)
+    elif voxel is not None and suffix != ".npy":
+        assert back.voxel_size == pytest.approx(image.voxel_size, rel=1e-5)
+
+
+# ---------------------------------------------------------------- classical denoisers
+
+HAVE_BM3D = importlib.util.find_spec("bm3d") is not None
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow or 0/0 inside a filter is a silent bug
+@fuzz(120)
+@given(
+    method=st.sampled_from(["gaussian", "median", "nlm", "bm3d"]), auto=st.booleans(),
+    shape=shapes(max_dims=3, max_side=9), dtype=st.sampled_from(DTYPES), fill=st.sampled_from(FILLS),
+    seed=seeds, data=st.data(),
+)
+def test_classical_denoisers_keep_shape_and_range_or_refuse(method, auto, shape, dtype, fill, seed, data):
+    image = _array(shape, dtype, fill, seed)
+    axes = data.draw(axes_for(len(shape)), label="axes")
+    denoiser = make_classical(method, auto=auto)
+    values = image.astype(np.float64)
+    fits_float32 = _finite(image) and np.all(np.abs(values) <= np.finfo(np.float32).max)
+    try:
+        out = denoise_array(image, denoiser, axes=axes)
+    except PairlessError:
+        too_small_to_tune = auto and min((n for a, n in zip(axes.upper(), shape) if a in "ZYX"), default=0) < 4
+        assert (method == "bm3d" or not fits_float32 or not _valid_axes(axes, image.ndim, end_in_yx=False)
+                or too_small_to_tune)
+        return
+    assert fits_float32 and _valid_axes(axes, image.ndim, end_in_yx=False)
+    assert method != "bm3d" or HAVE_BM3D
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    # every filter averages or picks neighbours: nothing outside the input's range, a constant stays put
+    lo, hi = values.min(), values.max()
+    tol = 1e-5 * max(abs(lo), abs(hi), 1.0)
+    assert out.min() >= lo - tol and out.max() <= hi + tol
+    if lo == hi:
+        np.testing.assert_allclose(out, lo, rtol=1e-6, atol=0)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _metric_or_error(call):
+    """Run a metric with RuntimeWarnings as errors (a silent NaN/overflow is a bug); None on PairlessError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            return call()
+        except PairlessError:
+            return None
+
+
+@fuzz(200)
+@given(
+    shape=shapes(max_dims=3, max_side=12),
+    dtypes=st.tuples(st.sampled_from(DTYPES), st.sampled_from(DTYPES)),
+    fills=st.tuples(st.sampled_from(FILLS), st.sampled_from(FILLS)),
+    seeds=st.tuples(seeds, seeds), relation=st.sampled_from(["independent", "identical", "affine"]),
+    data_range=st.floats(1e-3, 1e6) | st.sampled_from([1.0, 255.0, 65535.0]),
+    masked=st.booleans(),
+)
+@example(shape=(8, 8), dtypes=("float32", "float32"), fills=("random", "constant"), seeds=(1, 2),
+         relation="independent", data_range=1.0, masked=False)
+def test_metrics_are_finite_or_refuse(shape, dtypes, fills, seeds, relation, data_range, masked):
+    reference = _array(shape, dtypes[1], fills[1], seeds[1])
+    image = {
+        "independent": lambda: _array(shape, dtypes[0], fills[0], seeds[0]),
+        "identical": lambda: reference.copy(),
+        "affine": lambda: 2.0 * reference.astype(np.float64) + 3.0,
+    }
+    with np.errstate(over="ignore"):
+        image = image[relation]()
+    mask = np.random.default_rng(seeds[0]).random(shape) < 0.7 if masked else None
+    x, r = image.astype(np.float64), reference.astype(np.float64)
+    # what the metrics can measure in float64: finite values within their documented limit
+    finite = _finite(x) and _finite(r) and max(np.abs(x).max(), np.abs(r).max()) <= LIMIT
+    if mask is not None:
+        x, r = x[mask], r[mask]
+    same = finite and x.size > 0 and np.array_equal(x, r)
+
+    value = _metric_or_error(lambda: psnr(image, reference, data_range=data_range, mask=mask))
+    if value is None:
+        assert not finite or x.size == 0
+    else:
+        assert value == np.inf if same else np.isfinite(value)
+
+    value = _metric_or_error(lambda: nrmse(image, reference, normalization="min-max", mask=mask))
+    if value is None:
+        assert not finite or x.size == 0 or r.max() == r.min()
+    else:
+        assert np.isfinite(value) and value >= 0 and (value == 0) == same
+
+    value = _metric_or_error(lambda: ssim(image, reference, data_range=data_range, mask=mask))
+    if value is None:
+        assert not finite or x.size == 0 or min(shape) < 7 or mask is not None
+    else:
+        assert np.isfinite(value) and -1 - 1e-6 <= value <= 1 + 1e-6
+
+    value = _metric_or_error(lambda: si_psnr(image, reference, data_range=data_range, mask=mask))
+    if value is None:
+        assert not finite or x.size == 0 or r.max() == r.min()
+    else:
+        assert r.max() > r.min(), "SI-PSNR against a constant reference fits any image perfectly"
+        assert not np.isnan(value)
+        if value == np.inf:  # only when the reference is exactly an affine function of the image
+            assert relation != "independent" or np.unique(x).size <= 2
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _write_input(folder: Path, name: str, array: np.ndarray, suffix: str) -> Path:
+    """Write ``array`` with the format's own library (not pairless), as a user's file would be."""
+    path = folder / f"{name}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".tif":
+        import tifffile
+
+        tifffile.imwrite(path, array)
+    elif suffix == ".npy":
+        np.save(path, array)
+    elif suffix == ".png":
+        from PIL import Image as PILImage
+
+        PILImage.fromarray(np.ascontiguousarray(array.reshape(array.shape[-2:]))).save(path)
+    else:
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(array.T, np.eye(4)), path)
+    return path
+
+
+@st.composite
+def input_files(draw):
+    """(shape, dtype, fill, seed, suffix) for one input file the formats' own libraries can write."""
+    suffix = draw(st.sampled_from([".tif", ".npy", ".png", ".nii.gz"]))
+    shape = draw(shapes(max_dims=4 if suffix != ".png" else 2, max_side=8))
+    dtypes = {".png": ("uint8", "uint16"), ".nii.gz": ("uint8", "int16", "int32", "float32", "float64")}
+    dtype = draw(st.sampled_from(dtypes.get(suffix, DTYPES)))
+    return shape, dtype, draw(st.sampled_from(FILLS)), draw(seeds), suffix
+
+
+def _check_exit(code: int, capsys, out: Path | None) -> str:
+    """Exit 0, or exit 2 with one ``error:`` line, no traceback and nothing written under ``out``."""
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    if code == 0:
+        return captured.out
+    assert code == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    if out is not None:
+        assert not out.exists() or _files(out) == [], f"a failed command wrote {_files(out)}"
+    return ""
+
+
+@fuzz(40)
+@given(
+    files=st.lists(input_files(), min_size=1, max_size=3), method=st.sampled_from(["gaussian", "median", "nlm"]),
+    same_names=st.lists(st.booleans(), min_size=3, max_size=3), axes=st.none() | axes_for(3),
+)
+def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_names, axes):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        arrays = [_array(shape, dtype, fill, seed) for shape, dtype, fill, seed, _ in files]
+        # each file in its own folder; same-named ones must not be written over one another in --out
+        paths = [_write_input(tmp / f"in{i}", "image" if same else f"image{i}", array, spec[-1])
+                 for i, (same, array, spec) in enumerate(zip(same_names, arrays, files))]
+        out = tmp / "out"
+        argv = ["denoise", method, *map(str, paths), "--out", str(out)] + (["--axes", axes] if axes else [])
+        if _check_exit(main(argv), capsys, out) == "":
+            return
+        assert len({p.name for p in paths}) == len(paths), "two inputs were written to one output file"
+        assert _files(out) == sorted(p.name for p in paths)
+        for path, array in zip(paths, arrays):
+            result = read_image(out / path.name)
+            assert _finite(result.data)
+            assert result.data.size == array.size
+
+
+@fuzz(40)
+@given(
+    reference=input_files(), images=st.lists(input_files(), min_size=1, max_size=2),
+    same_shape=st.booleans(), data_range=st.none() | st.floats(1e-3, 1e4), with_json=st.booleans(),
+)
+def test_cli_evaluate_scores_or_refuses(capsys, reference, images, same_shape, data_range, with_json):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ref = _write_input(tmp, "reference", _array(*reference[:4]), reference[4])
+        paths = []
+        for i, (shape, dtype, fill, seed, suffix) in enumerate(images):
+            shape = reference[0] if same_shape else shape
+            if suffix == ".png":  # PNG holds only 2D
+                suffix = ".npy"
+            paths.append(_write_input(tmp, f"image{i}", _array(shape, dtype, fill, seed), suffix))
+        target = tmp / "out" / "scores.json"
+        argv = ["evaluate", "--reference", str(ref), "--images", *map(str, paths)]
+        argv += ["--data-range", repr(data_range)] if data_range is not None else []
+        argv += ["--json", str(target)] if with_json else []
+        if _check_exit(main(argv), capsys, tmp / "out") == "":
+            return
+        if with_json:
+            rows = json.loads(target.read_text())["images"]
+            assert len(rows) == len(paths)
+            for row in rows:
+                for key in ("psnr", "nrmse", "ssim", "si_psnr"):
+                    assert not np.isnan(row[key]), (key, row)
