@@ -146,7 +146,7 @@ def _images(seed, n, shape=(72, 80), scale=1.0, offset=0.0):
 
 def test_fit_iscl_round_trip(tmp_path):
     noisy, clean = _images(0, 2, scale=200.0, offset=50.0), _images(1, 2, scale=100.0)
-    config = ISCLConfig(**TINY)
+    config = ISCLConfig(**TINY, intensity_mapping="each")
     den = iscl.fit_iscl(noisy, clean, out=tmp_path / "model", norm="sn", config=config, seed=3, progress=False)
     stored, weights = read_model_folder(tmp_path / "model")
     assert stored["method"] == "iscl" and stored["iscl"]["norm"] == "sn"
@@ -192,6 +192,8 @@ def test_cli_fit_iscl_then_denoise(tmp_path, monkeypatch, capsys):
     assert main([*args, "--norm", "bin"]) == 0
     assert main(["denoise", str(model), str(tmp_path / "noisy" / "0.tif"), "--out", str(tmp_path / "den")]) == 0
     assert tifffile.imread(tmp_path / "den" / "0.tif").shape == (72, 80)
+    stored, _ = read_model_folder(model)
+    assert stored["noisy_range"] == stored["clean_range"]  # by default both sets share the clean map
     assert main([*args, "--norm", "batchnorm"]) == 2
     assert "norm" in capsys.readouterr().err
     assert main(["fit", "iscl", "--noisy", str(tmp_path / "nope"), "--clean", str(tmp_path / "clean"), "--out", "x"]) == 2

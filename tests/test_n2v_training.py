@@ -159,3 +159,18 @@ def test_variants_train_and_predict(tmp_path, axes, shape, settings):
     from pairless.denoiser import denoise_array
 
     assert denoise_array(image, denoiser, axes=axes).shape == shape
+
+
+def test_cli_fit_n2v(tmp_path, capsys):
+    import yaml
+
+    from pairless.cli import main
+
+    np.save(tmp_path / "img.npy", np.random.default_rng(7).normal(0, 1, (2, 64, 64)).astype(np.float32))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**TINY, "steps": 2, "val_every": 2}))
+    args = ["fit", "n2v", str(tmp_path / "img.npy"), "--axes", "SYX", "--out", str(tmp_path / "m")]
+    assert main([*args, "--config", str(tmp_path / "cfg.yaml"), "--n2v2"]) == 0
+    assert read_yaml(tmp_path / "m" / "config.yaml")["n2v2"] is True
+    assert main([*args, "--profile", "fast"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert main([*args, "--3d"]) == 2  # SYX has no Z

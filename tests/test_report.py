@@ -13,6 +13,7 @@ from pairless.report import Report
 def _report():
     report = Report("Demo <study>")
     report.add_text("Some **bold** text with `code`.\n\n- one\n- two")
+    report.add_text("## Findings\n- first\n- second")
     report.add_table([{"method": "a", "psnr": 30.123456}, {"method": "b", "psnr": 31.0, "extra": 1}],
                      caption="Table 1 (data_range=1)", name="table1")
     report.add_table([{"x": 1}], caption="Unnamed, not a CSV")
@@ -35,6 +36,7 @@ def test_write_creates_all_files_with_full_precision_csv(tmp_path):
     html = html_path.read_text()
     assert "data:image/png;base64," in html and "Demo &lt;study&gt;" in html and "<b>bold</b>" in html
     assert "<li>two</li>" in html and "30.1235" in html
+    assert "<h3>Findings</h3>\n<ul><li>first</li><li>second</li></ul>" in html
     md = (out / "report.md").read_text()
     assert md.startswith("# Demo <study>") and "| method | psnr | extra |" in md and "![A line](line.png)" in md
     assert not list(out.glob(".*part*"))

@@ -67,8 +67,9 @@ def denoise(
         )
     denoiser = _make_denoiser(method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta)
     images = [read_image(p, axes=axes) for p in inputs]  # validate every input before writing anything
-    for path, image in zip(inputs, images):
-        result = denoise_array(image.data, denoiser, axes=image.axes)
+    # denoise them all before writing, too: an image the denoiser refuses must not leave others written
+    results = [denoise_array(image.data, denoiser, axes=image.axes) for image in images]
+    for path, image, result in zip(inputs, images, results):
         target = write_image(out / path.name, image.with_data(result), protect=inputs)
         typer.echo(f"{path} -> {target}")
 

@@ -95,6 +95,9 @@ class ISCLConfig(Config):
     val_every: int = Field(400, ge=1)
     val_batches: int = Field(2, ge=1)
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    # "clean": both sets scaled by the clean set's [min, max] (the official code scales both 8-bit
+    # sets alike; assumes shared units); "each": each set by its own [min, max] (different units)
+    intensity_mapping: Literal["clean", "each"] = "clean"
 
 
 class SupervisedConfig(Config):

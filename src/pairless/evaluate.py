@@ -62,7 +62,8 @@ def evaluate_images(
                 f"pass a mask of the images' size"
             )
         if data_range is None:
-            data_range = float(np.max(ref.data) - np.min(ref.data))
+            # in float64: max − min wraps around in int16 and overflows in float32
+            data_range = float(np.max(ref.data)) - float(np.min(ref.data))
             if data_range <= 0:
                 raise PairlessError("the reference is constant, so its range is 0; pass --data-range R explicitly")
 

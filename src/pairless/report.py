@@ -190,16 +190,17 @@ def _markdown_to_html(markdown: str) -> str:
         return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
 
     out = []
-    for para in re.split(r"\n\s*\n", markdown.strip()):
-        lines = para.splitlines()
-        if all(line.lstrip().startswith(("- ", "* ")) for line in lines):
-            items = "".join(f"<li>{inline(line.lstrip()[2:])}</li>" for line in lines)
-            out.append(f"<ul>{items}</ul>")
-        elif lines and lines[0].startswith("#"):
+    paragraphs = [p.splitlines() for p in re.split(r"\n\s*\n", markdown.strip())]
+    while paragraphs:
+        lines = paragraphs.pop(0)
+        if not lines:
+            continue
+        if lines[0].startswith("#"):
             level = min(len(lines[0]) - len(lines[0].lstrip("#")) + 1, 6)
             out.append(f"<h{level}>{inline(lines[0].lstrip('#').strip())}</h{level}>")
-            if lines[1:]:
-                out.append(f"<p>{inline(' '.join(lines[1:]))}</p>")
+            paragraphs.insert(0, lines[1:])
+        elif all(line.lstrip().startswith(("- ", "* ")) for line in lines):
+            out.append("<ul>" + "".join(f"<li>{inline(line.lstrip()[2:])}</li>" for line in lines) + "</ul>")
         else:
             out.append(f"<p>{inline(' '.join(lines))}</p>")
     return "\n".join(out)

@@ -36,8 +36,6 @@ BEST = "best.ckpt"
 LOG_CSV = "training_log.csv"
 LOSS_PNG = "loss.png"
 
-_log = logging.getLogger(__name__)
-
 
 class _AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temporary file and a rename (Lightning writes in place)."""
@@ -84,6 +82,8 @@ class _TrainingLog(Callback):
 class _StepProgress(Callback):
     """One bar over the whole run (steps, not epochs: an "epoch" here is only a validation interval)."""
 
+    progress = None
+
     def on_train_start(self, trainer, pl_module) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -102,7 +102,7 @@ class _StepProgress(Callback):
         self.progress.stop()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        if hasattr(self, "progress"):
+        if self.progress is not None:
             self.progress.stop()
 
 
@@ -154,7 +154,7 @@ def _resume_point(ckpt_dir: Path, *, max_steps: int, resume: bool | None) -> Pat
         step = _readable_step(ckpt_dir / name)
         if step is None:
             if (ckpt_dir / name).exists():
-                warnings.warn(f"checkpoint {ckpt_dir / name} is damaged; ignoring it", stacklevel=3)
+                warnings.warn(f"checkpoint {ckpt_dir / name} is damaged; resuming from the previous good checkpoint, or from scratch if there is none", stacklevel=3)
             continue
         if resume is None and step >= max_steps:
             return None  # a finished run: retrain from scratch

@@ -91,8 +91,9 @@ def run_pet_study(out: str | Path, *, config: PetStudyConfig | None = None, prog
         overrides["val_every"] = min(overrides.get("val_every", config.n2v_steps), config.n2v_steps)
     n2v_config = N2VConfig.for_profile(config.profile, **overrides)
     model_dir = out / "n2v-model"
+    # resume=False: a model folder left by an earlier run may belong to other data (another seed or size)
     denoiser = fit_n2v([_phantom_crop(short)], axes="ZYX", out=model_dir, config=n2v_config, seed=config.seed,
-                       progress=progress)
+                       progress=progress, resume=False)
     images["2min+n2v"] = denoise_array(short, denoiser, axes="ZYX")
     seconds["n2v (train + predict)"] = time.perf_counter() - t0
 
@@ -112,7 +113,7 @@ def _phantom_crop(volume: np.ndarray, margin: int = 8) -> np.ndarray:
     from scipy import ndimage
 
     smooth = ndimage.gaussian_filter(volume.max(axis=0), 2.0)
-    body = smooth > 0.5 * np.percentile(smooth, 99)  # the phantom fills ~8 % of the FOV, so P99 is inside it
+    body = smooth > 0.25 * np.percentile(smooth, 99)  # the phantom fills ~8 % of the FOV, so P99 is inside it
     if not body.any():
         return volume
     rows, cols = np.nonzero(body)
@@ -223,7 +224,7 @@ def _report(config, study, images, metrics, recoveries, evaluations, model_dir: 
         report.add_figure(loss_png, caption="Noise2Void training and validation loss (best-validation "
                           "checkpoint kept), trained on the 2-minute volume only", name="n2v_loss")
     report.add_figure(_panels(images, study.phantom), caption="Sphere plane: images (top, same window) and "
-                      "differences from the 10-minute image (bottom)", name="images")
+                      "differences from the 10-minute image (bottom, ±25 % of the window)", name="images")
     report.add_figure(_rc_plot(recoveries), caption="Recovery coefficients vs sphere diameter with the EARL1 "
                       "bands (shaded) and EARL2 bands (dashed)", name="rc")
     report.add_table([{"stage": k, "seconds": v} for k, v in {**study.seconds, **seconds}.items()],
@@ -277,7 +278,7 @@ def _panels(images, phantom):
         axes[0, j].imshow(images[name][k][crop], cmap="gray_r", vmin=0, vmax=vmax)
         axes[0, j].set_title(name, fontsize=9)
         diff = images[name][k][crop] - images["10min"][k][crop]
-        axes[1, j].imshow(diff, cmap="RdBu_r", vmin=-0.5 * vmax, vmax=0.5 * vmax)
+        axes[1, j].imshow(diff, cmap="RdBu_r", vmin=-0.25 * vmax, vmax=0.25 * vmax)
         axes[1, j].set_title(f"{name} − 10min", fontsize=8)
     for ax in axes.ravel():
         ax.set_axis_off()

@@ -409,8 +409,10 @@ def fit_iscl(
     Parameters
     ----------
     noisy, clean
-        2D (YX) images of the two domains; they need not show the same things.  Each set is
-        mapped linearly from its own [min, max] to [-1, 1]; the denoiser maps back to the clean set's.
+        2D (YX) images of the two domains; they need not show the same things.  The clean set's
+        [min, max] is mapped linearly to [-1, 1]; the noisy set goes through the same map (config
+        ``intensity_mapping="clean"``, for sets in the same units) or through its own [min, max]
+        (``"each"``).  Both maps are stored; the denoiser returns the clean set's units.
     out
         Model folder (``config.yaml`` + ``weights.safetensors``); training logs go to ``out/training``.
     norm
@@ -429,7 +431,8 @@ def fit_iscl(
     cfg = ISCLConfig.from_dict({**base.model_dump(), "norm": norm})
     noisy = _check_images(noisy, "noisy", cfg.patch_size)
     clean = _check_images(clean, "clean", cfg.patch_size)
-    noisy_range, clean_range = _value_range(noisy), _value_range(clean)
+    clean_range = _value_range(clean)
+    noisy_range = clean_range if cfg.intensity_mapping == "clean" else _value_range(noisy)
     train_x, val_x = _split([to_unit_range(im, noisy_range) for im in noisy])
     train_y, val_y = _split([to_unit_range(im, clean_range) for im in clean])
     b, p = cfg.batch_size, cfg.patch_size

@@ -304,6 +304,8 @@ class _EpochSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------------------------------
 # Network, Lightning module, training
 
+VAL_MASKS = 256
+
 
 def _make_net(config: N2VConfig) -> UNet:
     return UNet(
@@ -432,7 +434,11 @@ def fit_n2v(
         batch_size=None,
         sampler=_EpochSampler(config.val_every),
     )
-    val = torch.utils.data.DataLoader(torch.from_numpy(sampler.validation_patches()), batch_size=config.batch_size)
+    # A blind-spot loss sees ~0.2% of pixels: with few validation patches it is too noisy to pick the
+    # best checkpoint by, so each patch is validated under several fixed masks (at least 256 in all).
+    held_out = sampler.validation_patches()
+    held_out = np.concatenate([held_out] * math.ceil(VAL_MASKS / len(held_out)))
+    val = torch.utils.data.DataLoader(torch.from_numpy(held_out), batch_size=config.batch_size)
     precision, channels_last = _resolve_precision(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
