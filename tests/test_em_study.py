@@ -105,3 +105,14 @@ def test_noise_level_on_isbi_slices(shared_data):
         level = np.mean([peak_signal_noise_ratio(y, em_noise(y, kind=kind, rng=i), data_range=1.0)
                          for i, y in enumerate(slices)])
         assert 18.5 < level < 21.5, (kind, level)
+
+
+def test_reproduce_em_cli_reports_a_missing_folder(tmp_path, capsys):
+    from pairless.cli import main
+
+    code = main(["reproduce", "em", "--out", str(tmp_path / "r"), "--clean", str(tmp_path / "nowhere"),
+                 "--methods", "noisy,median"])
+    assert code == 2 and "--clean DIR" in capsys.readouterr().err
+    assert main(["reproduce", "em", "--out", str(tmp_path / "r"), "--methods", "noisy,unet"]) == 2
+    assert "unknown EM study method 'unet'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

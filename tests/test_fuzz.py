@@ -187,19 +187,32 @@ HAVE_BM3D = importlib.util.find_spec("bm3d") is not None
     method=st.sampled_from(["gaussian", "median", "nlm", "bm3d"]), auto=st.booleans(),
     shape=shapes(max_dims=3, max_side=9), dtype=st.sampled_from(DTYPES), fill=fills,
     seed=seeds, data=st.data(),
+    sigma=st.none() | st.floats(0.1, 5) | st.floats(allow_nan=True, allow_infinity=True),
+    size=st.none() | st.integers(1, 5) | st.integers(-2, 10**6),
 )
-def test_classical_denoisers_keep_shape_and_range_or_refuse(method, auto, shape, dtype, fill, seed, data):
+@example(method="gaussian", auto=False, shape=(16, 16), dtype="float32", fill="random", seed=0, data=None,
+         sigma=1e300, size=None)  # the kernel's length 4σ overflowed: ValueError, OverflowError for inf
+@example(method="median", auto=False, shape=(16, 16), dtype="float32", fill="random", seed=0, data=None,
+         sigma=None, size=10**6)  # a (size × size) footprint was allocated: MemoryError
+def test_classical_denoisers_keep_shape_and_range_or_refuse(method, auto, shape, dtype, fill, seed, data, sigma,
+                                                           size):
     image = _array(shape, dtype, fill, seed)
-    axes = data.draw(axes_for(len(shape)), label="axes")
-    denoiser = make_classical(method, auto=auto)
+    axes = data.draw(axes_for(len(shape)), label="axes") if data is not None else "YX"
+    try:
+        denoiser = make_classical(method, sigma=sigma, size=size, auto=auto)
+    except PairlessError:
+        assert not (sigma is None or 0 < sigma < np.inf) or not (size is None or size >= 1)
+        return
+    spatial = [n for a, n in zip(axes.upper(), shape) if a in "ZYX"]
     values = image.astype(np.float64)
     fits_float32 = _finite(image) and np.all(np.abs(values) <= np.finfo(np.float32).max)
     try:
         out = denoise_array(image, denoiser, axes=axes)
     except PairlessError:
-        too_small_to_tune = auto and min((n for a, n in zip(axes.upper(), shape) if a in "ZYX"), default=0) < 4
+        too_small_to_tune = auto and min(spatial, default=0) < 4
+        too_wide = method == "median" and not auto and size is not None and size > 2 * max(spatial, default=0) + 1
         assert (method == "bm3d" or not fits_float32 or not _valid_axes(axes, image.ndim, end_in_yx=False)
-                or too_small_to_tune)
+                or too_small_to_tune or too_wide)
         return
     assert fits_float32 and _valid_axes(axes, image.ndim, end_in_yx=False)
     assert method != "bm3d" or HAVE_BM3D
@@ -232,7 +245,7 @@ def _metric_or_error(call):
     dtypes=st.tuples(st.sampled_from(DTYPES), st.sampled_from(DTYPES)),
     fills=st.tuples(fills, fills),
     seeds=st.tuples(seeds, seeds), relation=st.sampled_from(["independent", "identical", "affine"]),
-    data_range=st.floats(1e-3, 1e6) | st.sampled_from([1.0, 255.0, 65535.0]),
+    data_range=st.floats(1e-3, 1e6) | st.sampled_from([1.0, 255.0, 65535.0, 1e-300, 1e300]),
     masked=st.booleans(),
 )
 @example(shape=(8, 8), dtypes=("float32", "float32"), fills=("random", "constant"), seeds=(1, 2),
@@ -256,7 +269,7 @@ def test_metrics_are_finite_or_refuse(shape, dtypes, fills, seeds, relation, dat
 
     value = _metric_or_error(lambda: psnr(image, reference, data_range=data_range, mask=mask))
     if value is None:
-        assert not finite or x.size == 0
+        assert not finite or x.size == 0 or data_range > LIMIT
     else:
         assert value == np.inf if same else np.isfinite(value)
 
@@ -267,14 +280,14 @@ def test_metrics_are_finite_or_refuse(shape, dtypes, fills, seeds, relation, dat
         assert np.isfinite(value) and value >= 0 and (value == 0) == same
 
     value = _metric_or_error(lambda: ssim(image, reference, data_range=data_range, mask=mask))
-    if value is None:
-        assert not finite or x.size == 0 or min(shape) < 7 or mask is not None
+    if value is None:  # a data_range of 1e-300 underflows SSIM's constants: 0/0 for flat regions
+        assert not finite or x.size == 0 or min(shape) < 7 or mask is not None or data_range > LIMIT or data_range < 1e-100
     else:
         assert np.isfinite(value) and -1 - 1e-6 <= value <= 1 + 1e-6
 
     value = _metric_or_error(lambda: si_psnr(image, reference, data_range=data_range, mask=mask))
     if value is None:
-        assert not finite or x.size == 0 or r.max() == r.min()
+        assert not finite or x.size == 0 or r.max() == r.min() or data_range > LIMIT
     else:
         assert r.max() > r.min(), "SI-PSNR against a constant reference fits any image perfectly"
         assert not np.isnan(value)
@@ -292,7 +305,7 @@ def _write_input(folder: Path, name: str, array: np.ndarray, suffix: str) -> Pat
     if suffix == ".tif":
         import tifffile
 
-        tifffile.imwrite(path, array)
+        tifffile.imwrite(path, array, photometric="minisblack")
     elif suffix == ".npy":
         np.save(path, array)
     elif suffix == ".png":
@@ -339,8 +352,11 @@ def _check_exit(code: int, capsys, out: Path | None) -> tuple[str, str]:
 @given(
     files=st.lists(input_files(), min_size=1, max_size=3), method=st.sampled_from(["gaussian", "median", "nlm"]),
     same_names=st.lists(st.booleans(), min_size=3, max_size=3), axes=st.none() | axes_for(3),
+    option=st.none() | st.sampled_from(["--sigma", "--size"]).flatmap(
+        lambda name: st.tuples(st.just(name), st.sampled_from(["2", "0", "-1", "nan", "inf", "1e300", "x", "1000000"]))
+    ),
 )
-def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_names, axes):
+def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_names, axes, option):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         arrays = [_array(shape, dtype, fill, seed) for shape, dtype, fill, seed, _ in files]
@@ -349,6 +365,7 @@ def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_
                  for i, (same, array, spec) in enumerate(zip(same_names, arrays, files))]
         out = tmp / "out"
         argv = ["denoise", method, *map(str, paths), "--out", str(out)] + (["--axes", axes] if axes else [])
+        argv += list(option) if option else []
         _, error = _check_exit(main(argv), capsys, out)
         if error:
             return

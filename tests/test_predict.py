@@ -14,7 +14,8 @@ class PoolNet(nn.Module):
     def __init__(self, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.a, self.b, self.c = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 1, 3, padding=1)
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(8, 1, 3, padding=1)
 
     def forward(self, x):
         h = torch.relu(self.a(x))
@@ -49,7 +50,8 @@ def smooth_image(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("shape", [(37, 51), (64, 80), (5, 3)])
 def test_tiled_equals_one_forward_2d(shape):
-    net, x = PoolNet(), torch.cat([smooth_image(*shape, seed=s) for s in range(3)])  # tiles of 3 images pooled
+    net = PoolNet()
+    x = torch.cat([smooth_image(*shape, seed=s) for s in range(3)])  # tiles of 3 images share forwards
     whole = predict_tiled(net, x, tile=512, overlap=0, multiple=2, precision="32")
     tiled = predict_tiled(net, x, tile=16, overlap=12, multiple=2, precision="32")
     assert tiled.shape == x.shape
@@ -140,7 +142,12 @@ def test_bf16_is_close_to_fp32_and_restores_training_mode():
 
 @pytest.mark.parametrize(
     "shape, options",
-    [((1, 2, 8, 8), {}), ((1, 1, 8, 8), {"overlap": 300}), ((1, 1, 8, 8), {"precision": "64"}), ((1, 1, 0, 8), {})],
+    [
+        ((1, 2, 8, 8), {}),
+        ((1, 1, 8, 8), {"overlap": 300}),
+        ((1, 1, 8, 8), {"precision": "64"}),
+        ((1, 1, 0, 8), {}),
+    ],
 )
 def test_bad_arguments_raise_one_line_errors(shape, options):
     with pytest.raises(PairlessError):

@@ -18,8 +18,10 @@ Conventions
   moves Y and X last.  RGB(A) PNGs are read as CYX.
 
 Writing keeps the geometry and stores float32 unless ``dtype`` says otherwise (``dtype=None``
-keeps the array's dtype).  Integer outputs are rounded; values a little outside the integer range
-(up to 5 % of it, e.g. a denoiser's overshoot) are clipped, anything further is refused.  PNG
+keeps the array's dtype; bool is stored as uint8).  Integer outputs are rounded; values a little
+outside the integer range (up to 5 % of it, e.g. a denoiser's overshoot) are clipped, anything
+further is refused, and so are NaN/Inf going to integers and values beyond a float dtype's range
+(they would be stored as Inf).  NIfTI cannot store float16.  PNG
 holds only uint8/uint16: it uses ``dtype`` when that is one of them, else the dtype the image was
 read with, else refuses (write .tif to keep float values).  DICOM output is a folder of
 single-slice files: a target ending in ``.dcm``, or a target without a known suffix when the image

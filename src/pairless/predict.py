@@ -74,11 +74,17 @@ def predict_tiled(
             f"add the batch and channel axes with x[None, None]"
         )
     if min(spatial) < 1 or x.shape[0] < 1:
-        raise PairlessError(f"cannot predict an empty image of shape {tuple(x.shape)}; pass a non-empty image")
+        raise PairlessError(
+            f"cannot predict an empty image of shape {tuple(x.shape)}; pass a non-empty image"
+        )
     if precision not in PRECISIONS:
-        raise PairlessError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; pick one of those")
+        raise PairlessError(
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; pick one of those"
+        )
     if multiple < 1 or tile < multiple:
-        raise PairlessError(f"tile ({tile}) must be at least the network's multiple ({multiple}); use a larger --tile")
+        raise PairlessError(
+            f"tile ({tile}) must be at least the network's multiple ({multiple}); use a larger --tile"
+        )
     if not 0 <= overlap < tile:
         raise PairlessError(f"overlap ({overlap}) must be in [0, tile={tile}); use a smaller --overlap")
 
@@ -109,7 +115,8 @@ def predict_tiled(
     with torch.inference_mode():
         out = _run_tiles(runner, _pad(x.float(), padded), tiles, starts, windows, tta, dtype)
         out /= _outer(norms)
-    return out[(..., *(slice(0, s) for s in spatial))].clone()  # clone: an ordinary tensor, not an inference one
+    # clone outside inference mode: the caller gets an ordinary tensor, not an inference tensor
+    return out[(..., *(slice(0, s) for s in spatial))].clone()
 
 
 def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:
@@ -220,7 +227,7 @@ def _compute_dtype(device: torch.device, precision: str) -> torch.dtype:
 
 
 def _inference_copy(net: nn.Module, dtype: torch.dtype, *, ndim: int) -> nn.Module:
-    """An eval-mode copy of ``net`` with batch norms folded into the convolutions before them, cast to ``dtype``.
+    """An eval-mode copy of ``net``, batch norms folded into the convolutions before them, in ``dtype``.
 
     Folding removes a full pass over every activation; running the whole copy in bf16 (rather than
     autocast, which keeps interpolation and concatenation in fp32 and converts back and forth) was

@@ -45,6 +45,20 @@ class _AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+class _BestAndLast(ModelCheckpoint):
+    """Keeps ``best.ckpt`` (lowest ``val_loss``) and writes ``last.ckpt`` after *every* validation.
+
+    Lightning's ``save_last`` only writes when a new best is saved, which would lose the progress made
+    since the last improvement on a crash.  Being a ModelCheckpoint, it runs after the other callbacks,
+    so their state for this validation is in the checkpoint.
+    """
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(Path(self.dirpath) / LAST)
+
+
 class _TrainingLog(Callback):
     """Collects one row per validation; its rows travel inside the checkpoints, so a resumed run's log is whole."""
 
@@ -217,13 +231,12 @@ def fit_module(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _quiet_lightning(), torch.random.fork_rng(devices=[]):
-        best = ModelCheckpoint(
+        best = _BestAndLast(
             dirpath=ckpt_dir,
             filename=BEST.removesuffix(".ckpt"),
             monitor="val_loss",
             mode="min",
             save_top_k=1,
-            save_last=True,
             enable_version_counter=False,
         )
         log = _TrainingLog(out_dir)

@@ -35,7 +35,9 @@ def read_folder(folder: Path) -> list[np.ndarray]:
 
     paths = sorted(folder.glob("*.png"))
     if not paths:
-        raise PairlessError(f"{str(folder)!r} holds no PNG images; point --data at the folder with bsd400_train/ and bsd68/")
+        raise PairlessError(
+            f"{str(folder)!r} holds no PNG images; point --data at the folder with bsd400_train/ and bsd68/"
+        )
     return [read_image(p, axes="YX").data.astype(np.float32) for p in paths]
 
 
@@ -72,8 +74,9 @@ def reproduce_bsd68(
     missing = [name for name in ("bsd400_train", "bsd68") if not (root / name).is_dir()]
     if missing:
         raise PairlessError(
-            f"BSD data not found: {str(root)!r} lacks {' and '.join(m + '/' for m in missing)}; pass --data DIR pointing at the "
-            f"folder that holds bsd400_train/ and bsd68/ (grey PNGs, e.g. shared/data/natural)"
+            f"BSD data not found: {str(root)!r} lacks {' and '.join(m + '/' for m in missing)}; "
+            f"pass --data DIR pointing at the folder that holds bsd400_train/ and bsd68/ "
+            f"(grey PNGs, e.g. shared/data/natural)"
         )
     out = Path(out)
     started = time.perf_counter()
@@ -99,7 +102,8 @@ def reproduce_bsd68(
         seconds = time.perf_counter() - t
         outputs[name] = results[0]
         for index, (result, clean) in enumerate(zip(results, test_clean)):
-            per_image.append({"method": name, "image": index, **_scores(result, clean), "seconds": seconds / len(results)})
+            scores = _scores(result, clean)
+            per_image.append({"method": name, "image": index, **scores, "seconds": seconds / len(results)})
     wall_s = time.perf_counter() - started
 
     rows = []
@@ -126,10 +130,13 @@ def reproduce_bsd68(
         f"Training took {train_s:.0f} s, the whole run {wall_s:.0f} s."
     )
     if not _has_bm3d():
-        report.add_text("BM3D row omitted: the optional `bm3d` package is not installed (`pip install 'pairless[bm3d]'`).")
-    report.add_table(rows, caption="Mean PSNR (dB, data range 255) and SSIM on noisy BSD68, σ = 25", name="results")
+        report.add_text("BM3D row omitted: the optional `bm3d` package is not installed "
+                        "(`pip install 'pairless[bm3d]'`).")
+    caption = "Mean PSNR (dB, data range 255) and SSIM on noisy BSD68, σ = 25"
+    report.add_table(rows, caption=caption, name="results")
     report.add_table(per_image, caption="Per test image", name="per_image")
-    report.add_figure(_figure(test_clean[0], test_noisy[0], outputs), caption="First test image", name="example")
+    figure = _figure(test_clean[0], test_noisy[0], outputs)
+    report.add_figure(figure, caption="First test image", name="example")
     if (out / "model" / "loss.png").is_file():
         report.add_figure(out / "model" / "loss.png", caption="N2V training and validation loss", name="loss")
     return report.write(out)
@@ -177,7 +184,9 @@ def _figure(clean: np.ndarray, noisy: np.ndarray, outputs: dict):
     fig = Figure(figsize=(3 * len(panels), 3.2))
     for ax, (title, image) in zip(fig.subplots(1, len(panels)), panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title if title in ("clean", "noisy") else f"{title} {_scores(image, clean)['psnr_db']:.2f} dB")
+        if title not in ("clean", "noisy"):
+            title = f"{title} {_scores(image, clean)['psnr_db']:.2f} dB"
+        ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
     return fig

@@ -237,6 +237,7 @@ def reproduce_em(
     from pairless.sim.em import noise_figure
 
     prof = _profile(profile)
+    chosen = [m if isinstance(m, Method) else method(m) for m in (methods or METHODS)]
     folder = DEFAULT_CLEAN if clean is None else Path(clean)
     if not folder.is_dir():
         raise PairlessError(
@@ -244,7 +245,6 @@ def reproduce_em(
             f"(e.g. ISBI 2012 ssTEM train_image), or run from the repository folder beside shared/data"
         )
     named = read_clean_folder(folder)
-    chosen = [m if isinstance(m, Method) else method(m) for m in (methods or METHODS)]
     out = Path(out)
     result = run_em_study([im for _, im in named], methods=chosen, out=out, profile=profile, seed=seed,
                           progress=progress)

@@ -60,10 +60,18 @@ class ClassicalDenoiser(Denoiser):
 
 
 def gaussian(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
-    return ndimage.gaussian_filter(image, sigma=sigma, mode="reflect")
+    # scipy's kernel reaches 4σ; past a few image widths the reflected image only repeats, so a huge
+    # σ stops there instead of allocating a kernel longer than memory
+    radius = int(min(4.0 * sigma, 4.0 * max(image.shape)) + 0.5)
+    return ndimage.gaussian_filter(image, sigma=sigma, mode="reflect", radius=radius)
 
 
 def median(image: np.ndarray, *, size: int = 3) -> np.ndarray:
+    if size > 2 * max(image.shape) + 1:  # the window's footprint (size**ndim) would be allocated
+        raise PairlessError(
+            f"--size {size} is far wider than the image ({'×'.join(map(str, image.shape))}); "
+            f"choose a median width of at most {2 * max(image.shape) + 1} pixels"
+        )
     return ndimage.median_filter(image, size=size, mode="reflect")
 
 
@@ -125,8 +133,8 @@ def make_classical(
     """
     if name not in _FUNCTIONS:
         raise PairlessError(f"unknown method {name!r}; use one of {', '.join(METHODS)} or a model folder")
-    if sigma is not None and not sigma > 0:
-        raise PairlessError(f"--sigma must be positive, got {sigma}")
+    if sigma is not None and not 0 < sigma < float("inf"):
+        raise PairlessError(f"--sigma must be a positive finite number, got {sigma}")
     if size is not None and size < 1:
         raise PairlessError(f"--size must be a positive number of pixels, got {size}")
     params: dict = {}

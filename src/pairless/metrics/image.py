@@ -137,6 +137,7 @@ def si_psnr(image, reference, *, data_range: float, mask=None) -> float:
     """Scale-invariant PSNR: PSNR after the affine map a·x + b that best fits the reference (least squares).
 
     Self-supervised outputs may be offset or rescaled; this separates structure from calibration.
+    A constant reference is refused: every image fits it exactly.
     """
     image, reference, mask = _check(image, reference, mask)
     x, r = _select(image, mask).ravel(), _select(reference, mask).ravel()
