@@ -30,7 +30,8 @@ TINY = dict(
 def _batch(seed=0, n=2, size=64):
     g = torch.Generator().manual_seed(seed)
     y = torch.rand(n, 1, size, size, generator=g) * 1.6 - 0.8  # "clean"
-    x = (torch.rand(n, 1, size, size, generator=g) * 1.6 - 0.8) + 0.2 * torch.randn(n, 1, size, size, generator=g)
+    x = torch.rand(n, 1, size, size, generator=g) * 1.6 - 0.8
+    x = x + 0.2 * torch.randn(n, 1, size, size, generator=g)
     return x.clamp(-1, 1), y
 
 
@@ -38,18 +39,20 @@ def test_presets_are_seed_002_table_2():
     assert set(PRESETS) == set(get_args(ISCLNorm))
     assert PRESETS["optimized"] == ("instance", "spectral", "switchable")
     assert PRESETS["bin"] == ("batch_instance",) * 3
-    for name, layer in [("bn", "batch"), ("ln", "layer"), ("gn", "group"), ("sn", "switchable"), ("in", "instance")]:
+    rows = {"bn": "batch", "ln": "layer", "gn": "group", "sn": "switchable", "in": "instance"}
+    for name, layer in rows.items():
         assert PRESETS[name] == (layer,) * 3
 
 
 def test_optimized_networks_carry_their_norms():
-    nets = ISCLNets(PRESETS["optimized"], generator_width=4, extractor_width=4, extractor_depth=4, discriminator_width=4)
+    widths = dict(generator_width=4, extractor_width=4, extractor_depth=4, discriminator_width=4)
+    nets = ISCLNets(PRESETS["optimized"], **widths)
     assert any(isinstance(m, nn.InstanceNorm2d) for m in nets.F.modules())
     assert any(isinstance(m, SwitchNorm2d) for m in nets.H.modules())
     convs = [m for m in nets.D_X.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 6 and all(hasattr(c, "parametrizations") for c in convs)
     assert not any(isinstance(m, (nn.InstanceNorm2d, SwitchNorm2d, nn.GroupNorm)) for m in nets.D_X.modules())
-    original = ISCLNets(PRESETS["bin"], generator_width=4, extractor_width=4, extractor_depth=4, discriminator_width=4)
+    original = ISCLNets(PRESETS["bin"], **widths)
     for net in (original.F, original.H, original.D_Y):
         assert any(isinstance(m, BatchInstanceNorm2d) for m in net.modules())
 
@@ -122,7 +125,8 @@ def test_iterations_lower_each_loss_on_a_fixed_batch(norm):
     after = _losses(module, x, y)
     for key in ("d", "g", "h"):
         assert after[key] < before[key], (key, before, after)
-    assert {"h_norm", "f_residual", "boosting", "cycle", "bypass", "pseudo_noise", "noise_consistency"} <= set(logs)
+    monitors = {"h_norm", "f_residual", "boosting", "cycle", "bypass", "pseudo_noise", "noise_consistency"}
+    assert monitors <= set(logs)
 
 
 def test_learning_rate_falls_linearly_to_min_lr():
@@ -147,7 +151,9 @@ def _images(seed, n, shape=(72, 80), scale=1.0, offset=0.0):
 def test_fit_iscl_round_trip(tmp_path):
     noisy, clean = _images(0, 2, scale=200.0, offset=50.0), _images(1, 2, scale=100.0)
     config = ISCLConfig(**TINY, intensity_mapping="each")
-    den = iscl.fit_iscl(noisy, clean, out=tmp_path / "model", norm="sn", config=config, seed=3, progress=False)
+    den = iscl.fit_iscl(
+        noisy, clean, out=tmp_path / "model", norm="sn", config=config, seed=3, progress=False
+    )
     stored, weights = read_model_folder(tmp_path / "model")
     assert stored["method"] == "iscl" and stored["iscl"]["norm"] == "sn"
     assert stored["noisy_range"][0] == pytest.approx(min(float(a.min()) for a in noisy))
@@ -188,12 +194,16 @@ def test_cli_fit_iscl_then_denoise(tmp_path, monkeypatch, capsys):
             tifffile.imwrite(tmp_path / kind / f"{i}.tif", image)
     monkeypatch.setattr(iscl, "profile_config", lambda profile: ISCLConfig(**TINY))
     model = tmp_path / "model"
-    args = ["fit", "iscl", "--noisy", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--out", str(model)]
+    folders = ["--noisy", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean")]
+    args = ["fit", "iscl", *folders, "--out", str(model)]
     assert main([*args, "--norm", "bin"]) == 0
-    assert main(["denoise", str(model), str(tmp_path / "noisy" / "0.tif"), "--out", str(tmp_path / "den")]) == 0
+    source = str(tmp_path / "noisy" / "0.tif")
+    assert main(["denoise", str(model), source, "--out", str(tmp_path / "den")]) == 0
     assert tifffile.imread(tmp_path / "den" / "0.tif").shape == (72, 80)
     stored, _ = read_model_folder(model)
     assert stored["noisy_range"] == stored["clean_range"]  # by default both sets share the clean map
     assert main([*args, "--norm", "batchnorm"]) == 2
     assert "norm" in capsys.readouterr().err
-    assert main(["fit", "iscl", "--noisy", str(tmp_path / "nope"), "--clean", str(tmp_path / "clean"), "--out", "x"]) == 2
+    missing = ["--noisy", str(tmp_path / "nope"), "--clean", str(tmp_path / "clean")]
+    assert main(["fit", "iscl", *missing, "--out", str(tmp_path / "x")]) == 2
+    assert "not a folder" in capsys.readouterr().err

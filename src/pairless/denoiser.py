@@ -77,7 +77,8 @@ def denoise_array(
         out = denoiser(torch.from_numpy(flat), sigma=sigma).numpy()
     if not np.all(np.isfinite(out)):
         raise PairlessError(
-            "the denoiser produced NaN/Inf values (a diverged or corrupt model); retrain it or use another method"
+            "the denoiser produced NaN/Inf values (a diverged or corrupt model); retrain it or use "
+            "another method"
         )
     out = out.reshape(moved.shape)
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)), dtype=np.float32)

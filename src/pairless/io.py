@@ -373,7 +373,8 @@ def _write_tiff(tmp: Path, image: Image, data: np.ndarray) -> None:
 
     voxel = dict(zip(image.spatial_axes, image.voxel_size)) if image.voxel_size else {}
     singleton = 1 in data.shape
-    # ImageJ drops singleton axes (a 1-pixel Y or X too, when other axes exist) and allows only its own axis order and three dtypes.
+    # ImageJ drops singleton axes (a 1-pixel Y or X too, beside other axes) and allows only its own
+    # axis order and three dtypes.
     imagej = (data.dtype in (np.uint8, np.uint16, np.float32) and _in_order(image.axes, "TZCYX")
               and not singleton)
     if imagej:
@@ -486,7 +487,9 @@ def _write_nifti(tmp: Path, image: Image, data: np.ndarray) -> None:
     try:
         nib.Nifti1Header().set_data_dtype(data.dtype)
     except nib.spatialimages.HeaderDataError:
-        raise PairlessError(f"NIfTI cannot store {data.dtype} values; pass dtype='float32' or write .tif") from None
+        raise PairlessError(
+            f"NIfTI cannot store {data.dtype} values; pass dtype='float32' or write .tif"
+        ) from None
     header = image.meta.get("nifti_header")
     header = header.copy() if isinstance(header, nib.Nifti1Header) else None
     affine = image.affine
@@ -686,7 +689,9 @@ def write_image(
     """
     target = Path(path)
     if image.data.size == 0:
-        raise PairlessError(f"{target}: the image is empty (shape {image.data.shape}); pass an image with pixels")
+        raise PairlessError(
+            f"{target}: the image is empty (shape {image.data.shape}); pass an image with pixels"
+        )
     kind = _format_to_write(target, image)
     _refuse_inputs(target, image, protect, folder=kind == "dicom")
     _check_target(target, kind)

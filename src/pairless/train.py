@@ -213,6 +213,8 @@ def fit_module(
     Parameters
     ----------
     module : logs ``train_loss`` (per step) and ``val_loss`` (per validation).
+    train_loader, val_loader : batches for ``training_step`` and ``validation_step`` (both required;
+        an N2V-style loader whose length is ``val_every_n_steps`` makes an epoch one validation interval).
     out_dir : receives ``checkpoints/``, ``training_log.csv`` and ``loss.png``.
     seed : seeds torch's generator inside a forked RNG state, so the caller's global state is untouched.
     resume : ``True`` continue from ``out_dir``'s last checkpoint, ``False`` start afresh, ``None``

@@ -48,8 +48,9 @@ class ClassicalDenoiser(Denoiser):
 
         if min(image.shape) < _STRIDE:  # the self-supervised loss is measured on a stride-4 grid
             raise PairlessError(
-                f"--auto needs at least {_STRIDE} pixels along every axis to tune itself, but this image "
-                f"is {'×'.join(map(str, image.shape))}; set --sigma/--size instead (or --axes SYX for thin stacks)"
+                f"--auto needs at least {_STRIDE} pixels along every axis to tune itself, but this "
+                f"image is {'×'.join(map(str, image.shape))}; set --sigma/--size instead (or --axes SYX "
+                f"for thin stacks)"
             )
         grid = self.grid(image)
         # float64 so that the self-supervised MSE of large intensities does not overflow to Inf

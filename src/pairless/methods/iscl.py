@@ -58,7 +58,7 @@ def profile_config(profile: str) -> ISCLConfig:
             discriminator_width=16,
             batch_size=4,
             steps=300,
-            lr=3e-4,
+            lr=2e-3,  # 1e-4 leaves the discriminators inert for a few hundred steps
             min_lr=1e-6,
             val_every=100,
             val_batches=4,
@@ -152,11 +152,12 @@ def _frozen(*modules: nn.Module):
 class ISCLModule(L.LightningModule):
     """The five networks and their three optimizers, trained by hand (``automatic_optimization = False``).
 
-    Logged per step: the three losses and their terms, ``train_loss`` (as ``val_loss``, on the batch), ``h_norm`` = mean |H(x)| and ``f_residual`` =
-    mean |F(x) - x| (both shrinking towards 0 together is collapse).  ``val_loss`` is the
-    self-consistency of held-out unpaired patches: cycle + bypass + pseudo-noise + noise
-    consistency (unweighted L1 means); it uses no clean/noisy pairs, so it measures agreement of
-    F, G and H, not accuracy (an identity collapse would also score low).
+    Logged per step: the three losses and their terms, ``train_loss`` (as ``val_loss``, on the
+    batch), ``h_norm`` = mean |H(x)| and ``f_residual`` = mean |F(x) - x| (both shrinking towards 0
+    together is collapse).  ``val_loss`` is the self-consistency of held-out unpaired patches:
+    cycle + bypass + pseudo-noise + noise consistency (unweighted L1 means).  It uses no clean/noisy
+    pairs, so it measures agreement of F, G and H, not accuracy (an identity collapse would also
+    score low); :func:`fit_iscl` therefore keeps the last weights, not the best-``val_loss`` ones.
     """
 
     def __init__(self, config: ISCLConfig, *, seed: int = 0):
@@ -235,7 +236,9 @@ class ISCLModule(L.LightningModule):
         val = g["cycle"] + g["bypass"] + h["loss_h"]
         self.log("val_loss", val, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         self.log_dict(
-            {"val_h_norm": g["h_norm"], "val_f_residual": g["f_residual"]}, on_epoch=True, batch_size=x.shape[0]
+            {"val_h_norm": g["h_norm"], "val_f_residual": g["f_residual"]},
+            on_epoch=True,
+            batch_size=x.shape[0],
         )
 
 
@@ -274,7 +277,9 @@ class ISCLDenoiser(Denoiser):
         from pairless.predict import predict_tiled
 
         x = to_unit_range(y, self.noisy_range)
-        out = predict_tiled(self.output, x, tile=self.tile, overlap=self.overlap, tta=self.tta, multiple=MULTIPLE)
+        out = predict_tiled(
+            self.output, x, tile=self.tile, overlap=self.overlap, tta=self.tta, multiple=MULTIPLE
+        )
         return from_unit_range(out, self.clean_range).to(y.dtype)
 
 
@@ -320,7 +325,9 @@ class UnpairedPatches(torch.utils.data.Dataset):
     """Item i: a random patch of the noisy set and an independent one of the clean set, each in a
     random one of the 8 rotations/flips.  Draws depend only on ``(seed, i)``."""
 
-    def __init__(self, noisy: list[np.ndarray], clean: list[np.ndarray], *, patch: int, length: int, seed: int):
+    def __init__(
+        self, noisy: list[np.ndarray], clean: list[np.ndarray], *, patch: int, length: int, seed: int
+    ):
         self.noisy, self.clean, self.patch, self.length, self.seed = noisy, clean, patch, length, seed
 
     def __len__(self) -> int:

@@ -36,7 +36,7 @@ def profile_config(profile: str, arch: str) -> SupervisedConfig:
     ``quick``: a CPU-minutes run with narrower networks, small batches and bf16."""
     if arch not in ARCHS:
         raise PairlessError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
-    lr = 1e-3 if arch == "dncnn" else 1e-4  # RED-CNN has no normalisation and diverges at 1e-3
+    lr = 1e-3 if arch == "dncnn" else 1e-4  # RED-CNN has no normalisation layers: a smaller step
     if profile == "paper":
         return SupervisedConfig(arch=arch, lr=lr)
     if profile == "quick":

@@ -161,7 +161,8 @@ def init_weights_(module: nn.Module, generator: torch.Generator | None = None, s
     """The official initializer: truncated normal (0, std) cut at ±2 std on every conv, zero bias."""
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            weight = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
+            spectral = hasattr(layer, "parametrizations")
+            weight = layer.parametrizations.weight.original if spectral else layer.weight
             with torch.no_grad():
                 nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std, generator=generator)
                 if layer.bias is not None:

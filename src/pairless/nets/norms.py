@@ -1,9 +1,9 @@
-"""Normalization layers for the ISCL normalization study (seed 002), built by name.
+"""Normalization layers for the ISCL normalization study (seed 002; equation numbers are its own).
 
 :func:`make_norm` returns the layer that follows a convolution, :func:`wrap_conv` the convolution
 itself (spectral normalization acts on weights, so the layer after it is the identity).  Names:
 
-``batch``           BatchNorm: per channel over (N, H, W); running statistics at inference.
+``batch``           BatchNorm (eqs. 7-9): per channel over (N, H, W); running statistics at inference.
 ``layer``           LayerNorm (eqs. 10-12): per sample over (C, H, W), per-channel γ, β.
 ``instance``        InstanceNorm (eqs. 1-4): per sample and channel over (H, W), with γ, β.
 ``group``           GroupNorm (eqs. 15-17): groups of 32 channels (one group = LayerNorm).
@@ -99,7 +99,7 @@ class _RunningBatchStats(nn.Module):
 
 
 class BatchInstanceNorm2d(_RunningBatchStats):
-    """Batch-instance normalization: ``(ρ·x̂_BN + (1-ρ)·x̂_IN)·γ + β`` with ρ ∈ [0, 1] per channel.
+    """Batch-instance normalization: ``(ρ·x̂_BN + (1-ρ)·x̂_IN)·γ + β``, ρ ∈ [0, 1] per channel.
 
     ρ starts at 1 (pure BN) as in ISCL; it is clipped in the forward pass and should be projected
     back with :func:`project_gates_` after each update (the Keras constraint in the official code).
@@ -144,7 +144,7 @@ class SwitchNorm2d(_RunningBatchStats):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean_in, var_in = _moments(x, (2, 3))
-        # LN and BN moments from IN ones: E[x²] is averaged, so the variances are exact (eqs. 9, 11)
+        # LN and BN moments from IN ones: E[x²] is averaged, so the variances are exact (eqs. 8, 11)
         second_in = var_in + mean_in**2
         mean_ln = mean_in.mean(1, keepdim=True)
         var_ln = second_in.mean(1, keepdim=True) - mean_ln**2
