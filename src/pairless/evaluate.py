@@ -139,7 +139,20 @@ def _verdicts(verdicts: dict) -> str:
 
 
 def write_json(path: str | os.PathLike, results: list[dict]) -> Path:
+    """Strict JSON: an infinite PSNR (identical images) is written as the string ``"inf"``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"images": results}, indent=2, default=float))
+        tmp.write_text(json.dumps({"images": _strict(results)}, indent=2, allow_nan=False))
     return path
+
+
+def _strict(value):
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else str(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

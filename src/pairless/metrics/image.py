@@ -20,6 +20,9 @@ SSIM_WINDOWS = {
 }
 # SSIM multiplies fourth powers of the values (and of data_range): beyond this float64 overflows.
 LIMIT = 1e75
+# SSIM's local variances are E[x²] − E[x]², whose float64 rounding error (~eps·x²) must stay far below
+# its constant C2 = (0.03·data_range)²: values beyond this many data ranges would give garbage.
+SSIM_VALUE_LIMIT = 1e5
 
 
 def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -109,6 +112,13 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
         raise PairlessError(
             f"SSIM needs every image side to be at least {win} pixels (shape is {image.shape}); "
             f"measure a larger region or use PSNR/NRMSE only"
+        )
+    peak = max(np.max(np.abs(image)), np.max(np.abs(reference)))
+    if peak > SSIM_VALUE_LIMIT * data_range:
+        raise PairlessError(
+            f"SSIM cannot be computed reliably for values up to {peak:.4g} with data_range {data_range:g} "
+            f"(its local variances would be float64 rounding noise); pass the images' real intensity "
+            f"range as data_range"
         )
     options = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
     with np.errstate(all="ignore"):  # a data_range tiny next to the values underflows C1, C2: checked below
