@@ -144,10 +144,14 @@ def fit_n2v_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, patches and masks.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    devices: Annotated[
+        int, typer.Option("--devices", help="Data-parallel processes (GPUs, or CPU processes); torchrun's layout wins.")
+    ] = 1,
 ) -> None:
     """Train Noise2Void on noisy images alone; denoise with `pairless denoise MODEL_DIR`.
 
     Example: pairless fit n2v stack.tif --axes SYX --out n2v_model/ --profile quick
+    (on 4 GPUs: add --devices 4, or run `torchrun --nproc_per_node=4 -m pairless fit n2v ...`)
     """
     from pairless.config import N2VConfig, read_yaml
     from pairless.io import read_image
@@ -168,15 +172,17 @@ def fit_n2v_command(
             f"train on images of one kind, or pass --axes"
         )
     typer.echo(f"training N2V ({profile}, {n2v_config.steps} steps) on {len(images)} image(s), axes {images[0].axes}")
-    fit_n2v(
+    denoiser = fit_n2v(
         [im.data for im in images],
         axes=images[0].axes,
         out=out,
         config=n2v_config,
         seed=seed,
         resume=True if resume else None,
+        devices=devices,
     )
-    typer.echo(f"model written to {out}")
+    if denoiser is not None:  # the other ranks of a multi-process run leave the writing to rank 0
+        typer.echo(f"model written to {out}")
 
 
 @fit_app.command("supervised")

@@ -12,6 +12,9 @@ in ``out_dir``:
 - ``loss.png``: the training and validation loss curves.
 
 Nothing is written to the working directory (no ``lightning_logs/``).
+
+With ``devices > 1``, or when started by ``torchrun``, training is data-parallel with Lightning's
+DDP strategy (gloo on CPUs, NCCL on GPUs); only global rank 0 writes into ``out_dir``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -29,6 +33,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pairless.errors import PairlessError
 from pairless.files import atomic_path
 
 LAST = "last.ckpt"
@@ -84,7 +89,8 @@ class _TrainingLog(Callback):
             row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         self.rows.append(row)
         self._sums, self._count = {}, 0
-        write_log_csv(self.out_dir / LOG_CSV, self.rows)
+        if trainer.is_global_zero:
+            write_log_csv(self.out_dir / LOG_CSV, self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -178,12 +184,34 @@ def _resume_point(ckpt_dir: Path, *, max_steps: int, resume: bool | None) -> Pat
     return None
 
 
+def _process_layout(devices: int) -> tuple[int, int]:
+    """``(devices per node, nodes)``: torchrun's layout when it started us, else ``devices`` on one node."""
+    if devices < 1:
+        raise PairlessError(f"--devices must be at least 1, got {devices}")
+    if "LOCAL_WORLD_SIZE" not in os.environ or "GROUP_RANK" not in os.environ:
+        return devices, 1
+    local, world = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ["WORLD_SIZE"])
+    if devices not in (1, local):
+        raise PairlessError(
+            f"--devices {devices} conflicts with torchrun's --nproc_per_node {local}; drop --devices under torchrun"
+        )
+    return local, world // local
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process is global rank 0, known before the Trainer exists (torchrun and Lightning set it)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
 @contextlib.contextmanager
 def _quiet_lightning():
     """Silence Lightning's banner lines and advice about data loader workers (we load in-process on purpose)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
@@ -192,7 +220,8 @@ def _quiet_lightning():
         try:
             yield
         finally:
-            logger.setLevel(level)
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def fit_module(
@@ -207,6 +236,8 @@ def fit_module(
     resume: bool | None = None,
     precision: str = "32-true",
     progress: bool = True,
+    devices: int = 1,
+    use_distributed_sampler: bool = True,
 ) -> Path:
     """Train ``module`` for ``max_steps`` optimiser steps, validating every ``val_every_n_steps``.
 
@@ -221,15 +252,23 @@ def fit_module(
         continue only if ``out_dir`` holds an unfinished run.  A damaged last checkpoint is reported in
         one warning and the best one (or a fresh start) is used instead.
     precision : Lightning precision, e.g. ``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``.
+    devices : data-parallel processes (GPUs, or CPU processes) on this node; under ``torchrun`` its
+        ``--nproc_per_node`` and ``--nnodes`` decide instead.  Each process runs ``max_steps`` steps on
+        its own batches, so the effective batch is ``devices`` times the loader's.
+    use_distributed_sampler : let Lightning split the loaders' indices among the processes; ``False``
+        when the train loader draws distinct batches per rank itself (every rank then validates on
+        the whole validation set, so all ranks agree on the best checkpoint).
 
     Returns
     -------
-    Path of the checkpoint with the lowest validation loss (the last one if no validation ran).
+    Path of the checkpoint with the lowest validation loss (the last one if no validation ran); in a
+    multi-process run the file is on global rank 0's file system.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    per_node, nodes = _process_layout(devices)
     start = _resume_point(ckpt_dir, max_steps=max_steps, resume=resume)
-    if start is None and ckpt_dir.exists():
+    if start is None and ckpt_dir.exists() and _is_rank_zero():
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _quiet_lightning(), torch.random.fork_rng(devices=[]):
@@ -249,7 +288,11 @@ def fit_module(
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             precision=precision,
-            callbacks=[log, best, *([_StepProgress()] if progress else [])],
+            devices=per_node,
+            num_nodes=nodes,
+            strategy="ddp" if per_node * nodes > 1 else "auto",
+            use_distributed_sampler=use_distributed_sampler,
+            callbacks=[log, best, *([_StepProgress()] if progress and _is_rank_zero() else [])],
             plugins=[_AtomicCheckpointIO()],
             logger=False,
             default_root_dir=out_dir,
@@ -260,6 +303,7 @@ def fit_module(
         torch.manual_seed(seed)
         trainer.fit(module, train_loader, val_loader, ckpt_path=start)
         trainer.save_checkpoint(ckpt_dir / LAST)
-    write_log_csv(out_dir / LOG_CSV, log.rows)
-    plot_losses(out_dir / LOSS_PNG, log.rows)
+    if trainer.is_global_zero:
+        write_log_csv(out_dir / LOG_CSV, log.rows)
+        plot_losses(out_dir / LOSS_PNG, log.rows)
     return Path(best.best_model_path) if best.best_model_path else ckpt_dir / LAST

@@ -286,7 +286,11 @@ class _PatchBatches(torch.utils.data.Dataset):
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """Indices ``epoch * n … epoch * n + n - 1``; Lightning calls :meth:`set_epoch` at each epoch."""
+    """Indices ``epoch * n … epoch * n + n - 1``; Lightning calls :meth:`set_epoch` at each epoch.
+
+    In a run of ``w`` processes, rank ``r`` takes batch ``i * w + r`` for its step ``i``: each rank
+    draws its own patches, and together they draw the batches one process would in ``w`` times the steps.
+    """
 
     def __init__(self, n: int):
         self.n, self.epoch = n, 0
@@ -298,7 +302,15 @@ class _EpochSampler(torch.utils.data.Sampler):
         return self.n
 
     def __iter__(self):
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+        rank, world = _rank_and_world()
+        return iter(range(self.epoch * self.n * world + rank, (self.epoch + 1) * self.n * world, world))
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """``(global rank, world size)`` of a data-parallel run, ``(0, 1)`` in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,12 +365,15 @@ class N2VModule(L.LightningModule):
         return g
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self._generator(3, self.global_step))
+        # the masks are keyed like the batches (see _EpochSampler), so ranks never share a mask
+        loss = self._step(batch, self._generator(3, self.global_step * self.trainer.world_size + self.global_rank))
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("val_loss", self._step(batch, self._generator(4, batch_idx)), prog_bar=True, batch_size=len(batch))
+        loss = self._step(batch, self._generator(4, batch_idx))
+        # every rank validates the same patches under the same masks: the mean over ranks is each one's value
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
 
     def configure_optimizers(self):
         c = self.config
@@ -401,12 +416,17 @@ def fit_n2v(
     seed: int = 0,
     progress: bool = True,
     resume: bool | None = None,
-) -> Denoiser:
+    devices: int = 1,
+) -> Denoiser | None:
     """Train Noise2Void on ``images`` (all with the same ``axes``) and write a model folder to ``out``.
 
     ``config`` (if given) replaces the ``profile``'s settings.  The folder receives ``config.yaml``
     (method, settings, normalisation), ``weights.safetensors`` from the best-validation checkpoint,
     ``training_log.csv``, ``loss.png`` and ``checkpoints/`` (for ``resume``).  Returns the loaded denoiser.
+
+    ``devices > 1`` (or starting under ``torchrun``) trains data-parallel (``pairless.train``), each
+    process on its own batches of ``batch_size``; only global rank 0 writes the folder and returns
+    the denoiser, the other ranks return ``None``.
     """
     from pairless.modelio import save_model_folder
     from pairless.train import fit_module
@@ -455,7 +475,12 @@ def fit_n2v(
         resume=resume,
         precision=precision,
         progress=progress,
+        devices=devices,
+        use_distributed_sampler=False,  # _EpochSampler gives each rank its own batches
     )
+    rank, world = _rank_and_world()
+    if rank != 0:
+        return None
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     state = checkpoint["state_dict"]
     weights = {k.removeprefix("net."): v.contiguous() for k, v in state.items() if k.startswith("net.")}
@@ -465,6 +490,7 @@ def fit_n2v(
         "normalisation": {"mean": mean, "std": std},
         "axes": axes,
         "seed": seed,
+        "world_size": world,
         "best_step": int(checkpoint["global_step"]),
     }
     save_model_folder(out, config=model_config, weights=weights)

@@ -79,6 +79,15 @@ def _moments(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torc
     return x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
 
 
+def _float32(forward):
+    """Statistics in float32 even under bf16 autocast (bf16 moments cancel into negative variances)."""
+
+    def wrapped(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self, x.float()).to(x.dtype)
+
+    return wrapped
+
+
 class _RunningBatchStats(nn.Module):
     """Running per-channel mean and variance, updated like BatchNorm (momentum 0.1, unbiased var)."""
 
@@ -113,6 +122,7 @@ class BatchInstanceNorm2d(_RunningBatchStats):
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
+    @_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not self.running_stats:
             mean_b, var_b = _moments(x, (0, 2, 3))
@@ -142,15 +152,16 @@ class SwitchNorm2d(_RunningBatchStats):
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
+    @_float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean_in, var_in = _moments(x, (2, 3))
         # LN and BN moments from IN ones: E[x²] is averaged, so the variances are exact (eqs. 8, 11)
         second_in = var_in + mean_in**2
         mean_ln = mean_in.mean(1, keepdim=True)
-        var_ln = second_in.mean(1, keepdim=True) - mean_ln**2
+        var_ln = (second_in.mean(1, keepdim=True) - mean_ln**2).clamp_min(0)
         if self.training:
             mean_bn = mean_in.mean(0, keepdim=True)
-            var_bn = second_in.mean(0, keepdim=True) - mean_bn**2
+            var_bn = (second_in.mean(0, keepdim=True) - mean_bn**2).clamp_min(0)
             self._update(mean_bn, var_bn, x.shape[0] * x.shape[2] * x.shape[3])
         else:
             mean_bn, var_bn = self._running()
