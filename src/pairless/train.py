@@ -291,6 +291,8 @@ def fit_module(
             devices=per_node,
             num_nodes=nodes,
             strategy="ddp" if per_node * nodes > 1 else "auto",
+            # batch statistics of the whole batch, as one process would (PyTorch syncs them on GPUs only)
+            sync_batchnorm=per_node * nodes > 1 and torch.cuda.is_available(),
             use_distributed_sampler=use_distributed_sampler,
             callbacks=[log, best, *([_StepProgress()] if progress and _is_rank_zero() else [])],
             plugins=[_AtomicCheckpointIO()],
