@@ -50,9 +50,12 @@ def denoise(
     tile: Annotated[int, typer.Option(help="Tile size for learned models (bounds memory).")] = 256,
     overlap: Annotated[int, typer.Option(help="Overlap between tiles, blended smoothly.")] = 32,
     tta: Annotated[bool, typer.Option("--tta", help="8-fold test-time augmentation (learned models).")] = False,
+    block: Annotated[int, typer.Option(help="Block edge for .zarr inputs, denoised out of core (bounds memory).")] = 128,
+    halo: Annotated[int, typer.Option(help="Voxels read around each block of a .zarr input (≥ the filter's reach).")] = 32,
 ) -> None:
     """Denoise images with a classical filter or a trained model; one output per input, same name.
 
+    A .zarr input (a zarr array) is denoised block by block into OUT/<name>.zarr, never whole in memory.
     Example: pairless denoise median scan.tif --out denoised/ --size 3
     """
     from pairless.io import read_image, write_image
@@ -66,10 +69,19 @@ def denoise(
             f"once, and denoise same-named files from different folders into separate --out folders"
         )
     denoiser = _make_denoiser(method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta)
-    images = [read_image(p, axes=axes) for p in inputs]  # validate every input before writing anything
+    in_memory = [p for p in inputs if p.suffix.lower() != ".zarr"]
+    images = [read_image(p, axes=axes) for p in in_memory]  # validate every input before writing anything
     # denoise them all before writing, too: an image the denoiser refuses must not leave others written
     results = [denoise_array(image.data, denoiser, axes=image.axes) for image in images]
-    for path, image, result in zip(inputs, images, results):
+    for path in inputs:
+        if path.suffix.lower() == ".zarr":  # each written whole or not at all, after the in-memory ones are ready
+            from pairless.chunked import denoise_chunked
+
+            target = denoise_chunked(
+                path, out / path.name, denoiser, axes=axes, block=block, halo=halo, protect=inputs, progress=True
+            )
+            typer.echo(f"{path} -> {target}")
+    for path, image, result in zip(in_memory, images, results):
         target = write_image(out / path.name, image.with_data(result), protect=inputs)
         typer.echo(f"{path} -> {target}")
 
