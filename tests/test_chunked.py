@@ -16,12 +16,7 @@ from pairless.methods import n2v
 from pairless.methods.classical import make_classical
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _zarr(path, data, *, chunks, **attributes):

@@ -21,12 +21,7 @@ from pairless.train import _process_layout
 TINY = dict(patch_size=32, filters=8, precision="32-true", mask_fraction=0.01, lr=4e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

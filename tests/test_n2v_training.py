@@ -19,13 +19,7 @@ from pairless.modelio import load_denoiser
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets on a shared 2-core machine: one thread avoids OpenMP waits that cost ~8× under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(patch_size=32, batch_size=8, filters=8, precision="32-true", mask_fraction=0.01)

@@ -10,12 +10,7 @@ from pairless.config import N2VConfig, read_yaml
 from pairless.methods.n2v import fit_n2v
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fit(folder, *, seed: int, precision: str):
