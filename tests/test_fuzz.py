@@ -208,6 +208,8 @@ HAVE_BM3D = importlib.util.find_spec("bm3d") is not None
          sigma=None, size=None)  # scikit-image squeezed the 1-pixel axis: ValueError on (9,) into (9, 1)
 @example(method="gaussian", auto=True, shape=(1, 1), dtype="uint8", fill="random", seed=0, axes="YX",
          sigma=None, size=None)  # J-invariant tuning on an empty stride-4 grid: NaN losses
+@example(method="bm3d", auto=False, shape=(8, 8), dtype="float32", fill="random", seed=0, axes="YX",
+         sigma=None, size=None)  # the bm3d package crashed the process at 8×8 (segfault), ValueError below
 def test_classical_denoisers_keep_shape_and_range_or_refuse(
     method, auto, shape, dtype, fill, seed, axes, sigma, size
 ):

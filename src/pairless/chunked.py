@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.denoiser import SPATIAL, Denoiser, denoise_array
+from pairless.denoiser import Denoiser, denoise_array, worked_axes
 from pairless.errors import PairlessError
 
 SOURCES = ".zarr (a zarr array), .tif/.tiff"
@@ -85,7 +85,8 @@ def denoise_chunked(
             raise PairlessError(f"{str(source)!r} holds {array.dtype} values; pairless denoises integers or real floats")
         if 0 in shape:
             raise PairlessError(f"{str(source)!r} is empty (shape {shape}); pass an array with voxels")
-        worked = _worked_axes(axes, denoiser)
+        across = worked_axes(axes, denoiser)  # the others hold separate images and need no halo
+        worked = tuple(a in across for a in axes)
         edges = _block_edges(block, shape, worked)
         halos = tuple(halo if w else 0 for w in worked)
         with _atomic_folder(target) as tmp:
@@ -145,19 +146,6 @@ def _tiff_axes(stored: str) -> str | None:
     """tifffile's axes in pairless letters (its generic frame letters I, Q, ... become S), if unambiguous."""
     axes = "".join(a if a in "TCZYX" else "S" for a in stored)
     return axes if axes.count("S") <= 1 else None
-
-
-def _worked_axes(axes: str, denoiser: Denoiser) -> tuple[bool, ...]:
-    """For each axis, whether the denoiser works across it (needs a halo) or treats it as separate images."""
-    spatial = [a for a in axes if a in SPATIAL]
-    ndim = denoiser.spatial_ndim
-    if ndim is not None and len(spatial) < ndim:
-        raise PairlessError(
-            f"this denoiser works on {ndim}D images but axes {axes!r} have only {len(spatial)} spatial axes; "
-            f"use a {len(spatial)}D model or pass a volume with axes ZYX"
-        )
-    worked = spatial[-ndim:] if ndim is not None else spatial
-    return tuple(a in worked for a in axes)
 
 
 def _block_edges(block: int | Sequence[int], shape: tuple[int, ...], worked: tuple[bool, ...]) -> tuple[int, ...]:

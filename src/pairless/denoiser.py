@@ -60,14 +60,7 @@ def denoise_array(
             "the image has NaN/Inf values or values beyond float32's range (±3.4e38); replace or "
             "rescale them (e.g. numpy.nan_to_num) before denoising"
         )
-    ndim = denoiser.spatial_ndim
-    spatial = [a for a in axes if a in SPATIAL]
-    if ndim is not None and len(spatial) < ndim:
-        raise PairlessError(
-            f"this denoiser works on {ndim}D images but axes {axes!r} have only {len(spatial)} "
-            f"spatial axes; use a {len(spatial)}D model or pass a volume with axes ZYX"
-        )
-    spatial = spatial[-ndim:] if ndim is not None else spatial
+    spatial = worked_axes(axes, denoiser)
     batch = [a for a in axes if a not in spatial]
     order = [axes.index(a) for a in batch + spatial]
     moved = np.transpose(values, order)
@@ -82,3 +75,18 @@ def denoise_array(
         )
     out = out.reshape(moved.shape)
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)), dtype=np.float32)
+
+
+def worked_axes(axes: str, denoiser: Denoiser) -> list[str]:
+    """The axes ``denoiser`` works across: the last ``spatial_ndim`` of Z, Y, X (all of them for a filter).
+
+    Every other axis of ``axes`` holds separate images.
+    """
+    spatial = [a for a in axes if a in SPATIAL]
+    ndim = denoiser.spatial_ndim
+    if ndim is not None and len(spatial) < ndim:
+        raise PairlessError(
+            f"this denoiser works on {ndim}D images but axes {axes!r} have only {len(spatial)} "
+            f"spatial axes; use a {len(spatial)}D model or pass a volume with axes ZYX"
+        )
+    return spatial[-ndim:] if ndim is not None else spatial

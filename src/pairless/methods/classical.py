@@ -21,6 +21,7 @@ from pairless.errors import PairlessError
 
 METHODS = ("gaussian", "median", "nlm", "bm3d")
 _STRIDE = 4  # scikit-image's calibrate_denoiser default
+BM3D_MIN_SIDE = 16
 
 
 class ClassicalDenoiser(Denoiser):
@@ -96,6 +97,11 @@ def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
         ) from None
     if image.ndim == 3:
         return np.stack([bm3d(s, noise_sigma=noise_sigma) for s in image])
+    if min(image.shape) < BM3D_MIN_SIDE:  # the bm3d package raises below its 8-pixel block and crashes at 8×8
+        raise PairlessError(
+            f"BM3D needs images of at least {BM3D_MIN_SIDE}×{BM3D_MIN_SIDE} pixels, but this one is "
+            f"{'×'.join(map(str, image.shape))}; use gaussian, median or nlm for images this small"
+        )
     noise_sigma = _estimate_sigma(image) if noise_sigma is None else noise_sigma
     return np.asarray(bm3d_lib.bm3d(image, sigma_psd=noise_sigma), dtype=np.float32)
 
