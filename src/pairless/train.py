@@ -227,9 +227,13 @@ def global_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
     """Replace every ``BatchNorm1d/2d/3d`` inside ``module`` by a :class:`GlobalBatchNorm` with its state."""
     for name, child in module.named_children():
         if type(child) in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d):
-            norm = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-            norm.load_state_dict(child.state_dict())
-            setattr(module, name, norm.to(child.weight.device if child.affine else "cpu"))
+            state = child.state_dict()
+            device = next(iter(state.values())).device if state else None  # weights or running stats, if any
+            norm = GlobalBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats, device=device
+            )
+            norm.load_state_dict(state)
+            setattr(module, name, norm)
         else:
             global_batch_norm(child)
     return module
