@@ -81,12 +81,12 @@ def tiny_n2v_model(folder: str) -> Path:
     import torch
 
     from pairless.config import N2VConfig
-    from pairless.methods.n2v import _make_net
+    from pairless.methods.n2v import N2V
     from pairless.modelio import save_model_folder
 
     config = N2VConfig(depth=2, filters=8, precision="32-true")
     torch.manual_seed(0)
-    net = _make_net(config)
+    net = N2V(config).make_net()
     model_config = {"method": "n2v", **config.model_dump(mode="json"), "normalisation": {"mean": 100.0, "std": 30.0}}
     return save_model_folder(folder, config=model_config, weights=net.state_dict())
 

@@ -13,6 +13,7 @@ from pairless.config import N2VConfig
 from pairless.denoiser import denoise_array
 from pairless.errors import PairlessError
 from pairless.methods import n2v
+from pairless import selfsup
 from pairless.methods.classical import make_classical
 
 
@@ -87,13 +88,13 @@ def test_a_network_with_a_halo_beyond_its_receptive_field_matches_whole_image_pr
     config = N2VConfig(depth=1, filters=4, precision="32-true")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        net = n2v._make_net(config)
+        net = n2v.N2V(config).make_net()
         for module in net.modules():  # non-trivial batch-norm statistics, folded at prediction
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
-    model = n2v.load_denoiser(
-        {**config.model_dump(), "normalisation": {"mean": 10.0, "std": 3.0}}, net.state_dict(), tile=256, overlap=32
+    model = selfsup.load_denoiser(
+        {"method": "n2v", **config.model_dump(), "normalisation": {"mean": 10.0, "std": 3.0}}, net.state_dict(), tile=256, overlap=32
     )
     image = np.random.default_rng(1).normal(10, 3, (150, 170)).astype(np.float32)
     source = _zarr(tmp_path / "i.zarr", image, chunks=(64, 64))

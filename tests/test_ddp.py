@@ -13,7 +13,7 @@ import yaml
 
 from pairless.config import N2VConfig, read_yaml
 from pairless.errors import PairlessError
-from pairless.methods import n2v
+from pairless import selfsup
 from pairless.methods.n2v import fit_n2v
 from pairless.modelio import load_denoiser
 from pairless.train import _process_layout
@@ -36,13 +36,13 @@ def _env(**extra) -> dict:
 
 
 def test_each_rank_draws_its_own_batches_and_together_those_of_one_process(monkeypatch):
-    single = n2v._EpochSampler(5)
+    single = selfsup.EpochSampler(5)
     single.set_epoch(3)
     assert list(single) == list(range(15, 20))
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(n2v, "_rank_and_world", lambda rank=rank: (rank, 2))
-        sampler = n2v._EpochSampler(5)
+        monkeypatch.setattr(selfsup, "rank_and_world", lambda rank=rank: (rank, 2))
+        sampler = selfsup.EpochSampler(5)
         sampler.set_epoch(3)
         seen.append(list(sampler))
     assert len(seen[0]) == len(seen[1]) == len(sampler) == 5

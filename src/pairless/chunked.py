@@ -12,6 +12,10 @@ every block sees all the voxels its interior depends on and the result equals de
 volume at once; a learned model's own tiling then differs only by its blending, as between tiles.
 The output is written into a temporary folder beside the target and renamed at the end, so a failed
 run leaves nothing half-written.
+
+An OME-Zarr (NGFF 0.4 or 0.5) source is denoised at its full-resolution level and written as an
+OME-Zarr image of the same version, axes, units and scale, with a 2× pyramid built block by block
+after the full level and provenance in ``attrs["pairless"]`` (see :mod:`pairless.ngff`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from pairless.denoiser import Denoiser, denoise_array, worked_axes
 from pairless.errors import PairlessError
 
-SOURCES = ".zarr (a zarr array), .tif/.tiff"
+SOURCES = ".zarr (a zarr array or an OME-Zarr image), .tif/.tiff"
 
 
 def denoise_chunked(
@@ -89,12 +93,24 @@ def denoise_chunked(
         worked = tuple(a in across for a in axes)
         edges = _block_edges(block, shape, worked)
         halos = tuple(halo if w else 0 for w in worked)
-        with _atomic_folder(target) as tmp:
+        ngff = _ngff_source(source)
+        if ngff is not None and axes != ngff.letters:
+            raise PairlessError(
+                f"{str(source)!r} is an OME-Zarr image with axes {ngff.letters}; drop --axes {axes} (its metadata names them)"
+            )
+        with _atomic_folder(target, size=int(np.prod(shape)) * 4) as tmp:
             import zarr
 
-            out = zarr.create_array(
-                store=str(tmp), shape=shape, chunks=edges, dtype="float32", attributes={**attributes, "axes": axes}
-            )
+            if ngff is not None:
+                from pairless.ngff import NGFFWriter
+
+                writer = NGFFWriter(tmp, ngff, chunks=edges, provenance=_provenance(denoiser, source))
+                out = writer.full
+            else:
+                writer = None
+                out = zarr.create_array(
+                    store=str(tmp), shape=shape, chunks=edges, dtype="float32", attributes={**attributes, "axes": axes}
+                )
             starts = [range(0, n, e) for n, e in zip(shape, edges)]
             with _progress(progress, total=int(np.prod([len(s) for s in starts]))) as advance:
                 for corner in itertools.product(*starts):
@@ -104,7 +120,26 @@ def denoise_chunked(
                     result = denoise_array(region, denoiser, axes=axes, sigma=sigma)
                     out[inner] = result[tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))]
                     advance()
+            if writer is not None:
+                writer.finish()
     return target
+
+
+def _ngff_source(source: Path):
+    """The opened OME-Zarr image at ``source``, or None for a plain zarr array or a TIFF."""
+    if source.suffix.lower() != ".zarr" or not source.is_dir():
+        return None
+    from pairless.ngff import is_ngff, open_ngff
+
+    return open_ngff(source) if is_ngff(source) else None
+
+
+def _provenance(denoiser: Denoiser, source: Path) -> dict:
+    """What made an output: pairless's version, the method and model folder (if the denoiser says), the source."""
+    from pairless import __version__
+
+    described = dict(getattr(denoiser, "provenance", None) or {"method": type(denoiser).__name__})
+    return {"pairless": __version__, **described, "source": str(source.resolve()), "source_name": source.name}
 
 
 @contextlib.contextmanager
@@ -121,7 +156,16 @@ def _open_source(path: Path) -> Iterator[tuple[object, str | None, dict]]:
         except Exception as err:  # any zarr failure here means the folder is not a readable zarr store
             raise PairlessError(f"{str(path)!r} is not a readable zarr store ({str(err).splitlines()[0]})") from None
         if not isinstance(array, zarr.Array):
-            raise PairlessError(f"{str(path)!r} is a zarr group, not an array; pass the array inside it, e.g. {path}/0")
+            from pairless.ngff import is_ngff, open_ngff
+
+            if not is_ngff(path):
+                raise PairlessError(
+                    f"{str(path)!r} is a zarr group without OME-Zarr multiscales metadata, not an array; pass an "
+                    f"OME-Zarr image or the array inside the group, e.g. {path}/0"
+                )
+            image = open_ngff(path)  # its full-resolution level; the NGFF metadata is rewritten on output
+            yield image.array, image.letters, {}
+            return
         attributes = dict(array.attrs)
         axes = attributes.pop("axes", None)
         yield array, axes if isinstance(axes, str) else None, attributes

@@ -22,7 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-fit_app = typer.Typer(help="Train a denoising model; writes a model folder.", no_args_is_help=True)
+fit_app = typer.Typer(
+    help="Train a denoising model; writes a model folder. Without clean data, start with `pairless fit ne2ne`.",
+    no_args_is_help=True,
+)
 simulate_app = typer.Typer(help="Simulate data we cannot get: a PET phantom study, EM noise.", no_args_is_help=True)
 reproduce_app = typer.Typer(help="Re-run the seed papers' experiments and write a report.", no_args_is_help=True)
 app.add_typer(fit_app, name="fit")
@@ -38,7 +41,7 @@ AxesOpt = Annotated[
 
 @app.command()
 def denoise(
-    method: Annotated[str, typer.Argument(help="A model folder, or gaussian | median | nlm | bm3d.")],
+    method: Annotated[str, typer.Argument(help="A model folder, a BMZ package (.zip), or gaussian | median | nlm | bm3d.")],
     inputs: Inputs,
     out: OutDir,
     axes: AxesOpt = None,
@@ -47,58 +50,119 @@ def denoise(
     ] = None,
     size: Annotated[Optional[int], typer.Option(help="Median filter width in pixels.")] = None,
     auto: Annotated[bool, typer.Option("--auto", help="Tune σ/size per image by J-invariance.")] = False,
+    vst: Annotated[
+        bool,
+        typer.Option(
+            "--vst",
+            help="nlm/bm3d: fit Poisson-Gaussian noise per image, filter after a generalized Anscombe "
+            "transform (σ = 1), invert without bias.",
+        ),
+    ] = False,
     tile: Annotated[int, typer.Option(help="Tile size for learned models (bounds memory).")] = 256,
     overlap: Annotated[int, typer.Option(help="Overlap between tiles, blended smoothly.")] = 32,
     tta: Annotated[bool, typer.Option("--tta", help="8-fold test-time augmentation (learned models).")] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Inference engine for learned models: torch | onnxruntime | openvino | auto (the fastest "
+            "installed one whose output has PSNR ≥ 70 dB against fp32 PyTorch; measured once, cached)."
+        ),
+    ] = "torch",
     block: Annotated[int, typer.Option(help="Block edge for .zarr inputs, denoised out of core (bounds memory).")] = 128,
     halo: Annotated[int, typer.Option(help="Voxels read around each block of a .zarr input (≥ the filter's reach).")] = 32,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="If an input fails, denoise the others and keep their results.")
+    ] = False,
 ) -> None:
     """Denoise images with a classical filter or a trained model; one output per input, same name.
 
+    Every input is checked (header, shape, dtype, axes) before any is denoised; they are then denoised
+    one at a time (memory of the largest one, whatever their number) and put in place together at the
+    end: a failure leaves nothing written, or, with --keep-going, the finished ones and a list of the rest.
     A .zarr input (a zarr array) is denoised block by block into OUT/<name>.zarr, never whole in memory.
     Example: pairless denoise median scan.tif --out denoised/ --size 3
     """
-    from pairless.io import read_image, write_image
-    from pairless.denoiser import denoise_array
+    from pairless.stream import denoise_files
 
-    names = [p.name for p in inputs]
-    clash = next((n for n in names if names.count(n) > 1), None)
-    if clash is not None:
-        raise PairlessError(
-            f"several inputs are named {clash!r} and would all be written to {out / clash}; pass each file "
-            f"once, and denoise same-named files from different folders into separate --out folders"
-        )
-    denoiser = _make_denoiser(method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta)
-    in_memory = [p for p in inputs if p.suffix.lower() != ".zarr"]
-    images = [read_image(p, axes=axes) for p in in_memory]  # validate every input before writing anything
-    # denoise them all before writing, too: an image the denoiser refuses must not leave others written
-    results = [denoise_array(image.data, denoiser, axes=image.axes) for image in images]
-    for path in inputs:
-        if path.suffix.lower() == ".zarr":  # each written whole or not at all, after the in-memory ones are ready
-            from pairless.chunked import denoise_chunked
-
-            target = denoise_chunked(
-                path, out / path.name, denoiser, axes=axes, block=block, halo=halo, protect=inputs, progress=True
-            )
-            typer.echo(f"{path} -> {target}")
-    for path, image, result in zip(in_memory, images, results):
-        target = write_image(out / path.name, image.with_data(result), protect=inputs)
-        typer.echo(f"{path} -> {target}")
+    denoiser = _make_denoiser(
+        method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta, vst=vst, engine=engine
+    )
+    denoise_files(inputs, out, denoiser, axes=axes, keep_going=keep_going, block=block, halo=halo, echo=typer.echo)
 
 
-def _make_denoiser(method: str, *, sigma, size, auto, tile, overlap, tta):
+def _make_denoiser(method: str, *, sigma, size, auto, tile, overlap, tta, vst=False, engine="torch"):
+    from pairless.engines import check_engine
     from pairless.methods.classical import METHODS, make_classical
 
+    check_engine(engine)  # an unknown or uninstalled engine fails before anything is loaded or written
     if method in METHODS:
-        return make_classical(method, sigma=sigma, size=size, auto=auto)
+        denoiser = make_classical(method, sigma=sigma, size=size, auto=auto, vst=vst)
+        denoiser.provenance = {"method": method}  # the engine is for learned models; filters ignore it
+        return denoiser
     if not Path(method).exists():
         raise PairlessError(
             f"unknown method {method!r}: it is neither a classical method ({', '.join(METHODS)}) "
-            f"nor an existing model folder; check the spelling or train a model with `pairless fit`"
+            f"nor an existing model folder or BMZ package (.zip); check the spelling or train a model with `pairless fit`"
         )
-    from pairless.modelio import load_denoiser
+    if vst:
+        raise PairlessError("--vst is for the classical filters nlm and bm3d, not a trained model; drop --vst")
+    if Path(method).is_file():  # a BioImage Model Zoo package (.zip): read, never run (pairless.bmz)
+        from pairless.bmz import load_bmz
 
-    return load_denoiser(method, tile=tile, overlap=overlap, tta=tta)
+        return _with_engine(load_bmz(method, tile=tile, overlap=overlap, tta=tta), engine, {"method": "bmz", "model": method})
+    from pairless.config import read_yaml
+    from pairless.lock import training_holder
+    from pairless.modelio import CONFIG_FILE, load_denoiser, model_summary
+
+    running = training_holder(method)
+    denoiser = load_denoiser(method, tile=tile, overlap=overlap, tta=tta)
+    trained = read_yaml(Path(method) / CONFIG_FILE).get("method")
+    denoiser = _with_engine(denoiser, engine, {"method": trained, "model": str(Path(method).resolve())})
+    if running is not None:
+        print(
+            f"note: {method} is being trained by {running.describe()}; using its last complete model "
+            f"({model_summary(method)})",
+            file=sys.stderr,
+        )
+    return denoiser
+
+
+def _with_engine(denoiser, engine: str, provenance: dict):
+    """Run a learned denoiser under ``engine`` (see pairless.engines) and record what it is, for outputs' metadata."""
+    from pairless.engines import EngineDenoiser
+
+    if engine != "torch":
+        denoiser = EngineDenoiser(denoiser, engine)
+    denoiser.provenance = {**provenance, "engine": engine}
+    return denoiser
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A model folder (from `pairless fit`).")],
+    bmz: Annotated[Path, typer.Option("--bmz", help="BioImage Model Zoo package to write (.zip).")],
+    name: Annotated[Optional[str], typer.Option(help="Model name shown by bioimage.io tools.")] = None,
+    author: Annotated[Optional[list[str]], typer.Option("--author", help="Author name (repeat for several).")] = None,
+    license: Annotated[str, typer.Option("--license", help="SPDX licence of the weights.")] = "BSD-3-Clause",
+    sample: Annotated[
+        Optional[Path], typer.Option("--sample", help="Image for the test tensors and cover (default: synthetic).")
+    ] = None,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also write ONNX weights (needs pairless[onnx]).")] = True,
+) -> None:
+    """Write a model as a bioimage.io spec 0.5 package: rdf.yaml, pytorch_state_dict, TorchScript and ONNX weights.
+
+    Example: pairless export my-n2v-model --bmz my-n2v.zip --author "Ada Lovelace"
+    """
+    from pairless.bmz import export_bmz
+
+    image = None
+    if sample is not None:
+        from pairless.io import read_image
+
+        image = read_image(sample).data
+    formats = ("pytorch_state_dict", "torchscript", *(("onnx",) if onnx else ()))
+    target = export_bmz(model, bmz, name=name, authors=author, license=license, sample=image, formats=formats)
+    typer.echo(f"{model} -> {target}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -140,61 +204,145 @@ def evaluate(
         write_json(json_path, results)
 
 
-@fit_app.command("n2v")
-def fit_n2v_command(
-    inputs: Inputs,
-    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
-    axes: AxesOpt = None,
-    profile: Annotated[str, typer.Option(help="quick (CPU minutes) | paper (seed 000: 150×200 steps).")] = "quick",
-    config: Annotated[
-        Optional[Path], typer.Option("--config", help="YAML of N2V settings overriding the profile's.")
-    ] = None,
-    three_d: Annotated[bool, typer.Option("--3d", help="Train a 3D U-Net on ZYX volumes.")] = False,
-    n2v2: Annotated[bool, typer.Option("--n2v2", help="N2V2: median replacement, blur-pool, no top skip.")] = False,
-    struct_mask: Annotated[
-        Optional[str], typer.Option("--struct-mask", help="structN2V line mask: horizontal | vertical.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, patches and masks.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
-    devices: Annotated[
-        int, typer.Option("--devices", help="Data-parallel processes (GPUs, or CPU processes); torchrun's layout wins.")
-    ] = 1,
-) -> None:
-    """Train Noise2Void on noisy images alone; denoise with `pairless denoise MODEL_DIR`.
+ProfileOpt = Annotated[str, typer.Option(help="quick (CPU minutes) | paper (the method paper's schedule, GPU).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML of settings overriding the profile's.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of initialisation, patches and random draws.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")]
+DevicesOpt = Annotated[
+    int, typer.Option("--devices", help="Data-parallel processes (GPUs, or CPU processes); torchrun's layout wins.")
+]
+ThreeDOpt = Annotated[bool, typer.Option("--3d", help="Train a 3D network on ZYX volumes.")]
+ModelOut = Annotated[Path, typer.Option("--out", help="Model folder to write.")]
 
-    Example: pairless fit n2v stack.tif --axes SYX --out n2v_model/ --profile quick
-    (on 4 GPUs: add --devices 4, or run `torchrun --nproc_per_node=4 -m pairless fit n2v ...`)
-    """
-    from pairless.config import N2VConfig, read_yaml
+
+def _fit_selfsupervised(method: str, inputs, *, out, axes, profile, config, settings: dict, seed, resume, devices) -> None:
+    """What every `pairless fit METHOD IMAGES...` of a self-supervised method does, written once."""
+    from pairless import selfsup
+    from pairless.config import read_yaml
     from pairless.io import read_image
-    from pairless.methods.n2v import fit_n2v
 
-    settings = read_yaml(config) if config is not None else {}
-    if three_d:
-        settings["ndim"] = 3
-    if n2v2:
-        settings["n2v2"] = True
-    if struct_mask is not None:
-        settings["struct_mask"] = struct_mask
-    n2v_config = N2VConfig.for_profile(profile, **settings)
+    objective = selfsup.objective_class(method)
+    merged = {**(read_yaml(config) if config is not None else {}), **settings}
+    method_config = objective.config_class.for_profile(profile, **merged)
     images = [read_image(p, axes=axes) for p in inputs]
     if len({im.axes for im in images}) > 1:
         raise PairlessError(
             f"the inputs have different axes ({', '.join(sorted({im.axes for im in images}))}); "
             f"train on images of one kind, or pass --axes"
         )
-    typer.echo(f"training N2V ({profile}, {n2v_config.steps} steps) on {len(images)} image(s), axes {images[0].axes}")
-    denoiser = fit_n2v(
+    typer.echo(
+        f"training {method} ({profile}, {method_config.steps} steps) on {len(images)} image(s), axes {images[0].axes}"
+    )
+    denoiser = selfsup.fit(
+        objective(method_config),
         [im.data for im in images],
         axes=images[0].axes,
         out=out,
-        config=n2v_config,
         seed=seed,
         resume=True if resume else None,
         devices=devices,
     )
     if denoiser is not None:  # the other ranks of a multi-process run leave the writing to rank 0
         typer.echo(f"model written to {out}")
+
+
+@fit_app.command("n2v")
+def fit_n2v_command(
+    inputs: Inputs,
+    out: ModelOut,
+    axes: AxesOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    three_d: ThreeDOpt = False,
+    n2v2: Annotated[bool, typer.Option("--n2v2", help="N2V2: median replacement, blur-pool, no top skip.")] = False,
+    struct_mask: Annotated[
+        Optional[str], typer.Option("--struct-mask", help="structN2V line mask: horizontal | vertical.")
+    ] = None,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = 1,
+) -> None:
+    """Train Noise2Void (loss on ~0.2% of pixels; N2V2, structN2V) on noisy images alone.
+
+    For most images `pairless fit ne2ne` (every pixel a target) learns far more per CPU-second.
+    Example: pairless fit n2v stack.tif --axes SYX --out n2v_model/ --profile quick
+    (on 4 GPUs: add --devices 4, or run `torchrun --nproc_per_node=4 -m pairless fit n2v ...`)
+    """
+    settings = {"ndim": 3} if three_d else {}
+    if n2v2:
+        settings["n2v2"] = True
+    if struct_mask is not None:
+        settings["struct_mask"] = struct_mask
+    _fit_selfsupervised("n2v", inputs, out=out, axes=axes, profile=profile, config=config, settings=settings,
+                        seed=seed, resume=resume, devices=devices)
+
+
+@fit_app.command("ne2ne")
+def fit_ne2ne_command(
+    inputs: Inputs,
+    out: ModelOut,
+    axes: AxesOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    three_d: ThreeDOpt = False,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = 1,
+) -> None:
+    """Train Neighbor2Neighbor (sub-sampled neighbour pairs, every pixel a target), 2D or 3D. Recommended.
+
+    The fastest learner per CPU-second of pairless's self-supervised methods (benchmarks/selfsup_quality.py).
+
+    Example: pairless fit ne2ne stack.tif --axes SYX --out ne2ne_model/
+    """
+    _fit_selfsupervised("ne2ne", inputs, out=out, axes=axes, profile=profile, config=config,
+                        settings={"ndim": 3} if three_d else {}, seed=seed, resume=resume, devices=devices)
+
+
+@fit_app.command("bsn")
+def fit_bsn_command(
+    inputs: Inputs,
+    out: ModelOut,
+    axes: AxesOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    noise: Annotated[
+        Optional[str], typer.Option("--noise", help="Posterior step: gaussian | poisson-gaussian | none.")
+    ] = None,
+    sigma: Annotated[
+        Optional[float], typer.Option("--sigma", help="Gaussian noise σ in image units (default: estimated).")
+    ] = None,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = 1,
+) -> None:
+    """Train a blind-spot network (Laine et al. 2019) with the Bayesian posterior step.
+
+    Every pixel is a training target and the centre pixel is put back by the posterior mean, with
+    the noise model fitted from the images (or --sigma).
+    Example: pairless fit bsn noisy/*.tif --axes YX --out bsn_model/ --noise poisson-gaussian
+    """
+    settings = {k: v for k, v in {"noise": noise, "sigma": sigma}.items() if v is not None}
+    _fit_selfsupervised("bsn", inputs, out=out, axes=axes, profile=profile, config=config, settings=settings,
+                        seed=seed, resume=resume, devices=devices)
+
+
+@fit_app.command("zsn2n")
+def fit_zsn2n_command(
+    inputs: Inputs,
+    out: ModelOut,
+    axes: AxesOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+) -> None:
+    """Fit Zero-Shot Noise2Noise (a 21k-parameter network) to one image in seconds.
+
+    Example: pairless fit zsn2n image.tif --out zsn2n_model/
+    """
+    _fit_selfsupervised("zsn2n", inputs, out=out, axes=axes, profile=profile, config=config, settings={},
+                        seed=seed, resume=resume, devices=1)
 
 
 @fit_app.command("supervised")
@@ -363,6 +511,7 @@ def reproduce_bsd68_command(
         Optional[Path], typer.Option("--data", help="Folder with bsd400_train/ and bsd68/ (default ../shared/data/natural).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and the training.")] = 0,
+    method: Annotated[str, typer.Option(help="Self-supervised method: n2v | ne2ne | bsn | zsn2n.")] = "n2v",
 ) -> None:
     """N2V paper's benchmark: train on noisy BSD400, score on BSD68 with σ=25 noise next to 27.71 dB.
 
@@ -370,7 +519,7 @@ def reproduce_bsd68_command(
     """
     from pairless.experiments.bsd68 import reproduce_bsd68
 
-    html = reproduce_bsd68(out, profile=profile, data=data, seed=seed)
+    html = reproduce_bsd68(out, method=method, profile=profile, data=data, seed=seed)
     typer.echo(f"report written to {html}")
 
 

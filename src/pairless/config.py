@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -120,16 +120,21 @@ class SupervisedConfig(Config):
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
 
 
-class N2VConfig(Config):
-    """Noise2Void / N2V2 / structN2V training (notes/n2v.md); defaults are the ``quick`` profile.
+class SelfSupervisedConfig(Config):
+    """What every self-supervised method shares: the network, the patches, the schedule, the precision.
 
-    ``profile="paper"`` gives seed 000's settings (lr 0.004, batch 32, 150 epochs × 200 steps,
-    CSBDeep's halving of the learning rate on a validation plateau).  ``n2v2`` switches to median
-    replacement, blur-pool and no top skip (Höck et al. 2022).  ``roi`` is the side of the
-    neighbourhood a masked pixel's replacement is drawn from (5: the nearest, most similar
-    neighbours, as in n2v's BSD68 reproduction).  ``precision``/``channels_last`` ``"auto"`` pick
-    bf16 with channels-last where the processor has bf16 (CPU) and mixed precision on a GPU.
+    Each method subclasses it with the settings that make it that method and its own ``PROFILES``;
+    :meth:`for_profile` builds one with a profile's settings and a user's overrides on top.
+    ``precision``/``channels_last`` ``"auto"`` pick bf16 with channels-last where the processor has
+    bf16 (CPU) and mixed precision on a GPU.
     """
+
+    PROFILES: ClassVar[dict[str, dict]] = {"quick": {}}
+    # A 3D step of the 2D batch (16 × 16×64×64 voxels, 27-tap convolutions) costs ~50× a 2D one: the 3D
+    # quick profile trains on smaller batches of smaller patches so that a stack trains in minutes.
+    PROFILES_3D: ClassVar[dict[str, dict]] = {
+        "quick": {"batch_size": 4, "patch_size": 32, "patch_depth": 16, "steps": 1000, "val_every": 100}
+    }
 
     ndim: Literal[2, 3] = 2
     patch_size: int = Field(64, ge=8)
@@ -138,27 +143,97 @@ class N2VConfig(Config):
     steps: int = Field(1500, ge=1)
     val_every: int = Field(100, ge=1)
     lr: float = Field(2e-3, gt=0)
-    lr_schedule: Literal["cosine", "plateau", "constant"] = "cosine"
-    mask_fraction: float = Field(0.002, gt=0, le=0.25)
-    roi: int = Field(5, ge=3, le=21)
-    n2v2: bool = False
-    struct_mask: Literal["none", "horizontal", "vertical"] = "none"
-    struct_span: int = Field(5, ge=3, le=21)
+    # "step" halves the rate at 3/4 of the run (Zero-Shot Noise2Noise's schedule)
+    lr_schedule: Literal["cosine", "plateau", "constant", "step"] = "cosine"
     depth: int = Field(2, ge=1, le=5)
     filters: int = Field(32, ge=1)
-    residual: bool = False
     val_fraction: float = Field(0.1, gt=0, lt=1)
     max_val_patches: int = Field(256, ge=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
 
     @classmethod
-    def for_profile(cls, profile: str, **overrides) -> N2VConfig:
-        """The ``quick`` or ``paper`` settings with ``overrides`` (e.g. from a YAML file) on top."""
-        profiles = {
-            "quick": {},
-            "paper": {"batch_size": 32, "steps": 150 * 200, "val_every": 200, "lr": 0.004, "lr_schedule": "plateau"},
-        }
-        if profile not in profiles:
-            raise PairlessError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
-        return cls.from_dict({**profiles[profile], **overrides})
+    def for_profile(cls: type[C], profile: str, **overrides) -> C:
+        """The profile's settings (e.g. ``quick`` or ``paper``) with ``overrides`` (e.g. from a YAML file) on top."""
+        if profile not in cls.PROFILES:
+            raise PairlessError(f"unknown profile {profile!r}; use one of {', '.join(cls.PROFILES)}")
+        three_d = cls.PROFILES_3D.get(profile, {}) if overrides.get("ndim") == 3 else {}
+        return cls.from_dict({**cls.PROFILES[profile], **three_d, **overrides})
+
+
+class N2VConfig(SelfSupervisedConfig):
+    """Noise2Void / N2V2 / structN2V training (notes/n2v.md); defaults are the ``quick`` profile.
+
+    ``profile="paper"`` gives seed 000's settings (lr 0.004, batch 32, 150 epochs × 200 steps,
+    CSBDeep's halving of the learning rate on a validation plateau).  ``n2v2`` switches to median
+    replacement, blur-pool and no top skip (Höck et al. 2022).  ``roi`` is the side of the
+    neighbourhood a masked pixel's replacement is drawn from (5: the nearest, most similar
+    neighbours, as in n2v's BSD68 reproduction).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        "paper": {"batch_size": 32, "steps": 150 * 200, "val_every": 200, "lr": 0.004, "lr_schedule": "plateau"},
+    }
+
+    mask_fraction: float = Field(0.002, gt=0, le=0.25)
+    roi: int = Field(5, ge=3, le=21)
+    n2v2: bool = False
+    struct_mask: Literal["none", "horizontal", "vertical"] = "none"
+    struct_span: int = Field(5, ge=3, le=21)
+    residual: bool = False
+
+
+class Ne2NeConfig(SelfSupervisedConfig):
+    """Neighbor2Neighbor (Huang et al. 2021): ``gamma`` is the regulariser's final weight, ramped up from 0.
+
+    Patches are sub-sampled to half their size for the loss, so they must be multiples of ``2**(depth+1)``.
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        # the official recipe: 100 epochs at lr 3e-4 halved every 20, batch 4 of 256², 48-channel U-Net
+        "paper": {"batch_size": 4, "patch_size": 256, "steps": 100_000, "val_every": 1000, "lr": 3e-4, "filters": 48},
+    }
+
+    gamma: float = Field(2.0, ge=0)
+
+
+class BSNConfig(SelfSupervisedConfig):
+    """Blind-spot network by construction (Laine et al. 2019), every pixel a target.
+
+    ``noise`` picks the Bayesian posterior step: ``gaussian`` (σ from ``sigma`` in image units, or
+    estimated from the images), ``poisson-gaussian`` (variance ``a·x + b`` fitted from the images) or
+    ``none`` (the blind-spot mean alone, trained with MSE).  ``batch_norm`` adds batch norm to the
+    network's branch (see :mod:`pairless.nets.blindspot`).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {"lr": 1e-3},
+        "paper": {"batch_size": 4, "patch_size": 256, "steps": 100_000, "val_every": 1000, "lr": 3e-4, "filters": 48,
+                  "depth": 4},
+    }
+
+    noise: Literal["gaussian", "poisson-gaussian", "none"] = "gaussian"
+    sigma: float | None = Field(None, gt=0)
+    batch_norm: bool = False
+
+
+class ZSN2NConfig(SelfSupervisedConfig):
+    """Zero-Shot Noise2Noise (Mansour & Heckel 2023): a two-layer network fitted to one image in seconds.
+
+    ``filters`` is the hidden width (the paper's 48); ``depth`` is unused (the network does not pool).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        "paper": {"steps": 2000},
+    }
+
+    filters: int = Field(48, ge=1)
+    patch_size: int = Field(128, ge=8)
+    batch_size: int = Field(4, ge=1)
+    steps: int = Field(300, ge=1)
+    val_every: int = Field(50, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["cosine", "plateau", "constant", "step"] = "step"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from pairless.errors import PairlessError
-from pairless.files import atomic_path
+from pairless.files import write_bytes
 
 PHANTOMS = ("nema",)
 
@@ -25,14 +26,20 @@ def evaluate_images(
     phantom: str | None = None,
     sphere_activity: float | None = None,
     background_activity: float | None = None,
+    progress: bool | None = None,
 ) -> list[dict]:
     """Return one JSON-ready dict per image with its metrics and the conventions they used.
 
     With a ``reference``: ``psnr``, ``nrmse``, ``ssim``, ``si_psnr``; the data range defaults to the
     reference's max − min (stated in the result).  With ``phantom="nema"``: ``spheres``, the
     recovery coefficients of the six spheres and their EARL verdicts.
+
+    Every image is checked from its header first (format, shape against the reference's, axes), so
+    a bad one among many is refused before any is scored; then they are read and scored one at a
+    time, so memory holds the reference and one image, whatever their number.  ``progress``: a bar
+    over the images on stderr (default: when stderr is a terminal).
     """
-    from pairless.io import read_image
+    from pairless.io import inspect_image, read_image
     from pairless.metrics.image import image_metrics
 
     if not images:
@@ -46,14 +53,22 @@ def evaluate_images(
     if mask is not None and reference is None:
         raise PairlessError("--mask applies to the reference metrics; pass --reference REF as well")
 
-    loaded = [read_image(p) for p in images]
+    # every image is checked from its header first; then they are read one at a time (memory: one image)
+    infos = [inspect_image(p) for p in images]
     ref = read_image(reference) if reference is not None else None
     mask_array = read_image(mask).data != 0 if mask is not None else None
-    if ref is not None:
-        for path, image in zip(images, loaded):
-            if image.data.shape != ref.data.shape:
+    if phantom is not None:
+        for path, info in zip(images, infos):
+            if info.axes != "ZYX":
                 raise PairlessError(
-                    f"{str(path)!r} has shape {image.data.shape} but the reference {str(reference)!r} has "
+                    f"{path}: NEMA evaluation needs a 3D volume with axes ZYX, got axes {info.axes!r}; pass the "
+                    f"whole reconstructed volume (NIfTI or DICOM series)"
+                )
+    if ref is not None:
+        for path, info in zip(images, infos):
+            if info.shape != ref.data.shape:
+                raise PairlessError(
+                    f"{str(path)!r} has shape {info.shape} but the reference {str(reference)!r} has "
                     f"{ref.data.shape}; compare images of the same size"
                 )
         if mask_array is not None and mask_array.shape != ref.data.shape:
@@ -68,7 +83,13 @@ def evaluate_images(
                 raise PairlessError("the reference is constant, so its range is 0; pass --data-range R explicitly")
 
     results = []
-    for path, image in zip(images, loaded):
+    for path in _progress(images, show=sys.stderr.isatty() if progress is None else progress):
+        image = read_image(path)
+        if ref is not None and image.data.shape != ref.data.shape:  # the header said otherwise
+            raise PairlessError(
+                f"{str(path)!r} has shape {image.data.shape} but the reference {str(reference)!r} has "
+                f"{ref.data.shape}; compare images of the same size"
+            )
         entry: dict = {"image": str(path)}
         if ref is not None:
             entry.update(
@@ -81,7 +102,21 @@ def evaluate_images(
         if phantom == "nema":
             entry.update(_nema(image, sphere_activity=sphere_activity, background_activity=background_activity))
         results.append(entry)
+        del image
     return results
+
+
+def _progress(paths: list[Path], *, show: bool):
+    """The paths, with a bar over them on stderr when there are several and ``show``."""
+    if not show or len(paths) < 2:
+        yield from paths
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("scoring images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield from bar.track(paths)
 
 
 def _nema(image, *, sphere_activity: float, background_activity: float | None) -> dict:
@@ -140,10 +175,8 @@ def _verdicts(verdicts: dict) -> str:
 
 def write_json(path: str | os.PathLike, results: list[dict]) -> Path:
     """Strict JSON: an infinite PSNR (identical images) is written as the string ``"inf"``."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"images": _strict(results)}, indent=2, allow_nan=False))
-    return path
+    text = json.dumps({"images": _strict(results)}, indent=2, allow_nan=False).encode()
+    return write_bytes(path, text)  # a full disk or an unwritable folder: one line naming the path and size
 
 
 def _strict(value):

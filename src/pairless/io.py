@@ -46,7 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pairless.errors import PairlessError
-from pairless.files import atomic_path
+from pairless.files import WRITE_ERRNOS, WriteError, atomic_path, temporary_folder, write_error
 
 AXES_LETTERS = "STCZYX"
 SPATIAL = "ZYX"
@@ -302,6 +302,178 @@ def _standard_layout(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
         merged = "".join(axes[i] for i in order)
         data = data.reshape([int(np.prod([n for a, n in zip(merged, data.shape) if a == g])) for g in groups])
     return data, "".join(groups)
+
+
+# ---------------------------------------------------------------- header-only validation
+
+
+class ImageInfo(NamedTuple):
+    """What :func:`inspect_image` learns from a file's header: enough to refuse it before any pixel is read."""
+
+    path: Path
+    shape: tuple[int, ...]  # in the standard layout (Y and X last), as read_image returns it
+    dtype: np.dtype
+    axes: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+
+def inspect_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageInfo:
+    """Check an image file from its header alone (format, shape, dtype, axes), reading no pixel data.
+
+    It raises the same one-line :class:`PairlessError` as :func:`read_image` for a missing file, an
+    unsupported format, an unreadable header, an empty image, an unsupported dtype or axes that do not
+    fit; what only the pixels can show (NaN/Inf values, a truncated pixel block) is left to
+    :func:`read_image`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PairlessError(f"{path}: no such file or folder; check the path")
+    kind = _format_to_read(path)
+    header = {"tiff": _header_tiff, "png": _header_png, "npy": _header_npy, "nifti": _header_nifti,
+              "dicom": _header_dicom}[kind]
+    try:
+        shape, dtype, stored, fixed = header(path)
+    except (PairlessError, MemoryError):
+        raise
+    except Exception as err:
+        raise PairlessError(
+            f"{path}: cannot be read as {_FORMAT_NAMES[kind]} ({_first_line(err)}); "
+            f"check that the file is complete and really is {_FORMAT_NAMES[kind]}"
+        ) from None
+    dtype = np.dtype(np.uint8) if dtype == bool else np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise PairlessError(
+            f"{path}: values of type {dtype} are not supported; save the image as integers "
+            f"or real floating-point numbers (e.g. take the magnitude of complex data)"
+        )
+    if 0 in shape:
+        raise PairlessError(f"{path}: the image is empty (shape {shape}); pass an image with pixels")
+    if len(shape) < 2:
+        raise PairlessError(f"{path}: the array has shape {shape}; an image needs at least Y and X")
+    if axes is not None:
+        wanted = str(axes).upper()
+        problem = _axes_problem(wanted, len(shape), end_in_yx=False)
+        if problem:
+            raise PairlessError(f"{path}: axes {axes!r} {problem} (shape {shape}); {_HINT}")
+        if fixed and wanted != stored:
+            raise PairlessError(
+                f"{path}: {_FORMAT_NAMES[kind]} images have axes {stored!r} set by the format, not "
+                f"{axes!r}; leave out the axes option for this file"
+            )
+        stored = wanted
+    elif stored is None or stored.count("Y") != 1 or stored.count("X") != 1 or len(stored) != len(shape):
+        raise PairlessError(
+            f"{path}: cannot tell the axes of this {len(shape)}D array (shape {shape}) from the file; "
+            f"pass axes=, e.g. 'TZYX' ({_HINT})"
+        )
+    groups = [a for a in dict.fromkeys(stored) if a not in "YX"] + ["Y", "X"]
+    standard = tuple(int(np.prod([n for a, n in zip(stored, shape) if a == g])) for g in groups)
+    return ImageInfo(path, standard, dtype, "".join(groups))
+
+
+def _header_tiff(path: Path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise PairlessError(f"{path}: the TIFF holds no image; pass a TIFF with pixel data")
+        series = tif.series[0]
+        colour = {"S": "C"} if series.keyframe.samplesperpixel > 1 else {"S": "S"}
+        axes = "".join({**_TIFF_AXES, **colour}.get(a, "S") for a in series.axes)
+        return tuple(series.shape), series.dtype, axes, False
+
+
+_PNG_MODES = {"1": ("bool", 0), "L": ("uint8", 0), "LA": ("uint8", 2), "I": ("int32", 0), "I;16": ("uint16", 0),
+              "I;16B": (">u2", 0), "F": ("float32", 0), "RGB": ("uint8", 3), "RGBA": ("uint8", 4)}
+
+
+def _header_png(path: Path):
+    from PIL import Image as PILImage
+
+    with open(path, "rb") as f:
+        header = f.read(26)
+    if header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 16 and header[25] in (2, 6):
+        raise PairlessError(f"{path}: 16-bit colour PNGs lose bits when read; convert it to TIFF")
+    with PILImage.open(path) as im:
+        if im.format != "PNG":
+            raise PairlessError(f"{path}: the file is {im.format}, not PNG; give it its proper suffix")
+        mode = ("RGBA" if "transparency" in im.info else "RGB") if im.mode == "P" else im.mode
+        width, height = im.size
+    if mode not in _PNG_MODES:  # a rare mode: let the full read say what it is
+        raw = _read_png(path)
+        return raw.data.shape, raw.data.dtype, raw.axes, False
+    dtype, channels = _PNG_MODES[mode]
+    shape = (height, width, channels) if channels else (height, width)
+    return shape, np.dtype(dtype), "YXC" if channels else "YX", False
+
+
+def _header_npy(path: Path):
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise PairlessError(f"{path}: holds Python objects, not numbers; save a numeric array with numpy.save")
+    need = offset + int(np.prod(shape)) * dtype.itemsize
+    if path.stat().st_size < need:
+        raise PairlessError(
+            f"{path}: cannot be read as NumPy .npy (the file is {path.stat().st_size} bytes but its header "
+            f"announces {need}); check that the file is complete"
+        )
+    return tuple(shape), dtype, _NPY_AXES.get(len(shape)), False
+
+
+def _header_nifti(path: Path):
+    import nibabel as nib
+
+    img = nib.load(path)
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise PairlessError(f"{path}: is not a NIfTI-1/2 image; convert it to NIfTI")
+    if not 2 <= len(img.shape) <= 4:
+        raise PairlessError(f"{path}: NIfTI with {len(img.shape)} dimensions; pass a 2D, 3D or 4D image")
+    proxy = img.dataobj
+    scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
+    dtype = np.dtype(np.float32) if scaled else img.get_data_dtype()
+    shape = tuple(int(n) for n in img.shape)[::-1]
+    return shape, dtype, {2: "YX", 3: "ZYX", 4: "TZYX"}[len(shape)], True
+
+
+def _header_dicom(path: Path):
+    import pydicom
+
+    folder = path if path.is_dir() else path.parent
+    wanted = pydicom.dcmread(path, stop_before_pixels=True).get("SeriesInstanceUID") if path.is_file() else None
+    headers = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(file, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            continue
+        if "Rows" in ds and (wanted is None or ds.get("SeriesInstanceUID") == wanted):
+            headers.append(ds)
+    if not headers:
+        raise PairlessError(f"{path}: no DICOM images found; pass a folder of DICOM slices or one of them")
+    if len({ds.get("SeriesInstanceUID") for ds in headers}) > 1:
+        raise PairlessError(f"{folder}: holds several DICOM series; pass one file of the one to read")
+    shapes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
+    if len(shapes) > 1:
+        raise PairlessError(f"{folder}: DICOM slices differ in size {sorted(shapes)}; pass one series")
+    rescaled = any(float(ds.get("RescaleSlope", 1)) != 1 or float(ds.get("RescaleIntercept", 0)) != 0
+                   or "ModalityLUTSequence" in ds for ds in headers)
+    first = headers[0]
+    bits = int(first.get("BitsAllocated", 16))
+    signed = int(first.get("PixelRepresentation", 0)) == 1
+    dtype = np.dtype(np.float32) if rescaled else np.dtype(f"{'i' if signed else 'u'}{max(bits // 8, 1)}")
+    rows, cols = shapes.pop()
+    if len(headers) == 1:
+        return (rows, cols), dtype, "YX", True
+    return (len(headers), rows, cols), dtype, "ZYX", True
 
 
 # ---------------------------------------------------------------- TIFF
@@ -695,21 +867,28 @@ def write_image(
     kind = _format_to_write(target, image)
     _refuse_inputs(target, image, protect, folder=kind == "dicom")
     _check_target(target, kind)
+    size = None
     try:
         if kind == "dicom":
             want = _dtype(image.data.dtype if dtype is None else dtype)
             rescale = want.kind == "f"
             data = image.data if rescale else _cast(image.data, want)
-            with _atomic_folder(target) as tmp:
+            size = image.data.size * (2 if rescale else data.dtype.itemsize)
+            with _atomic_folder(target, size=size) as tmp:
                 _write_dicom(tmp, image, data, rescale=rescale)
         else:
             data = _cast(image.data, _output_dtype(dtype, image, kind))
+            size = data.nbytes
             writer = {"tiff": _write_tiff, "png": _write_png, "npy": _write_npy, "nifti": _write_nifti}[kind]
-            with atomic_path(target) as tmp:
+            with atomic_path(target, size=size) as tmp:
                 writer(tmp, image, data)
+    except WriteError:
+        raise
     except PairlessError as err:
         raise PairlessError(f"{target}: {err}") from None
     except OSError as err:
+        if err.errno in WRITE_ERRNOS:
+            raise write_error(err, target, needed=size) from None
         raise PairlessError(
             f"{target}: cannot be written ({err.strerror or err}); "
             f"check the folder's permissions and free space"
@@ -818,19 +997,38 @@ def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target``, else it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+def _atomic_folder(target: Path, *, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it replaces ``target``, else it is removed.
+
+    The folder gets ordinary permissions (``0777`` less the umask; ``mkdtemp`` makes it private).  A
+    full disk or a missing permission met in the block is a one-line :class:`WriteError` naming
+    ``target`` and the ``size`` of what is being written.
+    """
+    tmp = temporary_folder(target.parent, prefix=f".{target.name}.")
     try:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_folder(tmp, target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in WRITE_ERRNOS:
+            raise write_error(err, target, needed=size) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Move the folder ``source`` onto ``target`` (same file system), replacing any folder there.
+
+    A folder cannot be renamed over a non-empty one, so the old one is first renamed aside: a reader
+    sees the old folder or the new one, never a mixture, and a kill in between leaves the new one
+    whole in ``source`` and the old one whole beside it.
+    """
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)

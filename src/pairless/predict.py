@@ -40,6 +40,7 @@ def predict_tiled(
     tta: bool = False,
     multiple: int = 4,
     precision: str = "auto",
+    engine: str | None = None,
 ) -> Tensor:
     """Apply ``net`` to ``x`` of shape ``(B, 1, H, W)`` or ``(B, 1, D, H, W)`` tile by tile.
 
@@ -61,6 +62,10 @@ def predict_tiled(
     precision
         ``"auto"`` (bf16 on a CPU with native bf16 and on CUDA, else fp32), ``"32"``, ``"bf16"``
         or ``"16"`` (fp16, CUDA only).  The network runs wholly in that dtype; blending is fp32.
+    engine
+        ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (see :mod:`pairless.engines`);
+        default: the one set by :func:`pairless.engines.use_engine`, else ``"torch"``.  Engines other
+        than PyTorch run on the CPU only; ``precision`` applies to the ``"torch"`` engine.
 
     Returns
     -------
@@ -110,10 +115,25 @@ def predict_tiled(
             total[s : s + t] += w
         norms.append(total)
 
+    from pairless import engines
+
+    engine = engines.check_engine(engines.current_engine() if engine is None else engine)
+    if engine == "auto" and x.device.type != "cpu":
+        engine = "torch"  # the other engines are CPU engines
+    if engine != "torch" and x.device.type != "cpu":
+        raise PairlessError(f"engine {engine!r} runs on the CPU only; use engine 'torch' on {x.device.type}")
     dtype = _compute_dtype(x.device, precision)
-    runner = _inference_copy(net, dtype, ndim=len(spatial))
+    ndim = len(spatial)
     with torch.inference_mode():
-        out = _run_tiles(runner, _pad(x.float(), padded), tiles, starts, windows, tta, dtype)
+        source = _pad(x.float(), padded)
+        forward, _ = engines.make_forward(
+            net,
+            engine,
+            torch_forward=lambda: _torch_forward(_inference_copy(net, dtype, ndim=ndim), dtype, ndim),
+            reference=lambda: _torch_forward(_inference_copy(net, torch.float32, ndim=ndim), torch.float32, ndim),
+            probe=lambda: next(_batches(source, tiles, starts))[2],
+        )
+        out = _run_tiles(forward, source, tiles, starts, windows, tta)
         out /= _outer(norms)
     # clone outside inference mode: the caller gets an ordinary tensor, not an inference tensor
     return out[(..., *(slice(0, s) for s in spatial))].clone()
@@ -163,36 +183,52 @@ def _pad(x: Tensor, padded: list[int]) -> Tensor:
     return x
 
 
-def _run_tiles(
-    net: nn.Module,
-    x: Tensor,
-    tiles: list[int],
-    starts: list[list[int]],
-    windows: list[list[Tensor]],
-    tta: bool,
-    dtype: torch.dtype,
-) -> Tensor:
-    """Accumulate window-weighted predictions of every tile into one output buffer.
+def _torch_forward(runner: nn.Module, dtype: torch.dtype, ndim: int):
+    """PyTorch's forward over a float32 tile batch: in ``dtype``, channels-last, result back in float32."""
+    memory_format = torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+    def forward(batch: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return runner(batch.to(dtype).contiguous(memory_format=memory_format)).float()
+
+    return forward
+
+
+def _batches(x: Tensor, tiles: list[int], starts: list[list[int]]):
+    """Yield ``(chunk, where, batch)``: tile indices, their slices of ``x``, and the stacked tiles.
 
     Tiles of all images of the batch are pooled, so a stack of small images (or the slices of a
     volume under a 2D model) still fills each forward pass.
     """
-    out = torch.zeros_like(x)
     grid = list(itertools.product(range(x.shape[0]), *[range(len(s)) for s in starts]))
     per_forward = max(1, PIXELS_PER_FORWARD // math.prod(tiles))
-    transforms = _TRANSFORMS if tta else _TRANSFORMS[:1]
-    memory_format = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
     for first in range(0, len(grid), per_forward):
         chunk = grid[first : first + per_forward]
         where = [
             (b, slice(None), *(slice(starts[a][i], starts[a][i] + tiles[a]) for a, i in enumerate(index)))
             for b, *index in chunk
         ]
-        batch = torch.stack([x[w] for w in where])
+        yield chunk, where, torch.stack([x[w] for w in where])
+
+
+def _run_tiles(
+    forward,
+    x: Tensor,
+    tiles: list[int],
+    starts: list[list[int]],
+    windows: list[list[Tensor]],
+    tta: bool,
+) -> Tensor:
+    """Accumulate window-weighted predictions of every tile into one output buffer.
+
+    ``forward`` maps a float32 batch of tiles to its float32 prediction (one engine's network).
+    """
+    out = torch.zeros_like(x)
+    transforms = _TRANSFORMS if tta else _TRANSFORMS[:1]
+    for chunk, where, batch in _batches(x, tiles, starts):
         pred = torch.zeros_like(batch)
         for forward_t, inverse_t in transforms:
-            inp = forward_t(batch).to(dtype).contiguous(memory_format=memory_format)
-            pred += inverse_t(net(inp).float())
+            pred += inverse_t(forward(forward_t(batch).contiguous()))
         pred /= len(transforms)
         for (_, *index), w, p in zip(chunk, where, pred):
             out[w] += p * _outer([windows[a][i] for a, i in enumerate(index)])

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pairless.errors import PairlessError
-from pairless.files import atomic_path
+from pairless import lock
+from pairless.files import atomic_path, make_folder, write_bytes
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -43,11 +46,26 @@ LOSS_PNG = "loss.png"
 
 
 class _AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temporary file and a rename (Lightning writes in place)."""
+    """Lightning's checkpoint writer, but through a temporary file and a rename (Lightning writes in place).
+
+    The checkpoint is serialised in memory first and written with plain file writes, so a full disk
+    or a missing permission is a one-line :class:`~pairless.files.WriteError` that names the file and
+    its exact size (torch's own writer reports it as ``RuntimeError: ... unexpected pos``), and the
+    previous checkpoint under that name stays intact.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        path = Path(path)
+        kept = sorted(p.name for p in path.parent.glob("*.ckpt"))
+        hint = (
+            f"the checkpoints written before ({', '.join(kept)}) are intact: free some space and run the same "
+            f"command again to resume from them"
+            if kept
+            else "free some space and run the same command again"
+        )
+        write_bytes(path, buffer.getbuffer(), hint=hint)
 
 
 class _BestAndLast(ModelCheckpoint):
@@ -164,6 +182,15 @@ def _readable_step(path: Path) -> int | None:
         return int(ckpt["global_step"])
     except Exception:  # any damage (truncation, wrong format) means: do not resume from this file
         return None
+
+
+def _remove_partial_files(*folders: Path) -> None:
+    """Delete the temporary files a killed run left in ``folders`` (ours to clean: we hold the folder's lock)."""
+    for folder in folders:
+        if folder.is_dir():
+            for leftover in folder.glob(".*.part*"):
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
 
 
 def _resume_point(ckpt_dir: Path, *, max_steps: int, resume: bool | None) -> Path | None:
@@ -293,6 +320,7 @@ def fit_module(
     progress: bool = True,
     devices: int = 1,
     use_distributed_sampler: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train ``module`` for ``max_steps`` optimiser steps, validating every ``val_every_n_steps``.
 
@@ -310,6 +338,8 @@ def fit_module(
     devices : data-parallel processes (GPUs, or CPU processes) on this node; under ``torchrun`` its
         ``--nproc_per_node`` and ``--nnodes`` decide instead.  Each process runs ``max_steps`` steps on
         its own batches, so the effective batch is ``devices`` times the loader's.
+    callbacks : extra Lightning callbacks (e.g. a GUI's progress and Stop button: a callback that sets
+        ``trainer.should_stop`` ends the run after the step, with its checkpoints written as usual).
     use_distributed_sampler : let Lightning split the loaders' indices among the processes; ``False``
         when the train loader draws distinct batches per rank itself (every rank then validates on
         the whole validation set, so all ranks agree on the best checkpoint).
@@ -318,14 +348,43 @@ def fit_module(
     -------
     Path of the checkpoint with the lowest validation loss (the last one if no validation ran); in a
     multi-process run the file is on global rank 0's file system.
+
+    Global rank 0 holds ``out_dir``'s lock (:mod:`pairless.lock`) from the start: a second run into the
+    same folder stops with one line naming this one.  The lock is given back on failure, and otherwise
+    when the model folder is written (:func:`pairless.modelio.save_model_folder`) or the process ends.
+    A full disk or an unwritable folder stops training with a one-line
+    :class:`~pairless.files.WriteError`; the checkpoints written before are intact and the same call
+    resumes from them.
     """
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     per_node, nodes = _process_layout(devices)
+    if _is_rank_zero():
+        # held until the model folder is written (pairless.modelio) or this process ends, however it ends
+        lock.acquire(out_dir)
+    try:
+        return _fit_locked(
+            module, train_loader, val_loader, out_dir=out_dir, ckpt_dir=ckpt_dir, max_steps=max_steps,
+            val_every_n_steps=val_every_n_steps, seed=seed, resume=resume, precision=precision,
+            progress=progress, per_node=per_node, nodes=nodes, use_distributed_sampler=use_distributed_sampler,
+            callbacks=callbacks,
+        )
+    except BaseException:
+        lock.release(out_dir)
+        raise
+
+
+def _fit_locked(
+    module, train_loader, val_loader, *, out_dir: Path, ckpt_dir: Path, max_steps: int, val_every_n_steps: int,
+    seed: int, resume: bool | None, precision: str, progress: bool, per_node: int, nodes: int,
+    use_distributed_sampler: bool, callbacks: Sequence[Callback] = (),
+) -> Path:
+    if _is_rank_zero():
+        _remove_partial_files(out_dir, ckpt_dir)
     start = _resume_point(ckpt_dir, max_steps=max_steps, resume=resume)
     if start is None and ckpt_dir.exists() and _is_rank_zero():
         shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(ckpt_dir)
     if per_node * nodes > 1:
         global_batch_norm(module)
     with _quiet_lightning(), torch.random.fork_rng(devices=[]):
@@ -349,7 +408,7 @@ def fit_module(
             num_nodes=nodes,
             strategy="ddp" if per_node * nodes > 1 else "auto",
             use_distributed_sampler=use_distributed_sampler,
-            callbacks=[log, best, *([_StepProgress()] if progress and _is_rank_zero() else [])],
+            callbacks=[*callbacks, log, best, *([_StepProgress()] if progress and _is_rank_zero() else [])],
             plugins=[_AtomicCheckpointIO()],
             logger=False,
             default_root_dir=out_dir,

@@ -1,14 +1,14 @@
-"""The Noise2Void paper's natural-image benchmark: BSD68, Gaussian noise σ = 25, trained on BSD400.
+"""The Noise2Void paper's natural-image benchmark, for any self-supervised method: BSD68, Gaussian noise σ = 25, trained on BSD400.
 
 Setting (Krull et al. 2019, Table 1; n2v's BSD68 reproduction notebook): grey images on the 0–255
 scale, noise ``N(0, 25²)`` added once per image with a seeded generator and **not** clipped or
-rounded.  N2V trains on the *noisy* BSD400 crops only and is scored on the 68 noisy test images
+rounded.  The method (N2V by default) trains on the *noisy* BSD400 crops only and is scored on the 68 noisy test images
 against their clean originals.  PSNR and SSIM use data range 255; SSIM is scikit-image's default
 (7×7 uniform window, sample covariance, borders excluded); numbers are means over test images.
 Classical rows: a Gaussian filter tuned per image by J-invariance (no clean data), non-local means
 with the known σ, and BM3D with the known σ when the optional ``bm3d`` package is installed.
 
-``profile="quick"`` trains with ``fit_n2v``'s quick profile and scores 12 of the 68 test images
+``profile="quick"`` trains with the method's quick profile and scores 12 of the 68 test images
 (evenly spaced) so it runs in CPU minutes; ``"paper"`` uses the seed's schedule and all 68 images.
 """
 
@@ -49,27 +49,28 @@ def add_noise(image: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
 def reproduce_bsd68(
     out: str | Path,
     *,
+    method: str = "n2v",
     profile: str = "quick",
     data: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
     config=None,
 ) -> Path:
-    """Train N2V on noisy BSD400, score it and the classical filters on noisy BSD68; write the report.
+    """Train ``method`` (a self-supervised method) on noisy BSD400, score it and the filters on noisy BSD68.
 
-    ``out`` receives ``model/`` (the trained N2V folder), ``results.csv`` (the headline table),
-    ``per_image.csv``, ``report.md`` / ``report.html`` and an example figure.  ``config`` (an
-    :class:`~pairless.config.N2VConfig`) replaces the profile's training settings.  Noise is drawn
-    per image from ``(seed, image index)``, so both profiles score the same noisy images.
+    ``out`` receives ``model/`` (the trained model folder), ``results.csv`` (the headline table),
+    ``per_image.csv``, ``report.md`` / ``report.html`` and an example figure.  ``config`` (the
+    method's configuration) replaces the profile's training settings.  Noise is drawn per image
+    from ``(seed, image index)``, so both profiles score the same noisy images.
     Returns the path of ``report.html``.
     """
-    from pairless.config import N2VConfig
-    from pairless.methods.n2v import fit_n2v
+    from pairless import selfsup
     from pairless.report import Report
 
     if profile not in ("quick", "paper"):
         raise PairlessError(f"unknown profile {profile!r}; use quick or paper")
-    config = config if config is not None else N2VConfig.for_profile(profile)
+    objective = selfsup.objective_class(method)
+    config = config if config is not None else objective.config_class.for_profile(profile)
     root = Path(data) if data is not None else DEFAULT_DATA
     missing = [name for name in ("bsd400_train", "bsd68") if not (root / name).is_dir()]
     if missing:
@@ -91,10 +92,10 @@ def reproduce_bsd68(
     test_noisy = [add_noise(test_all[i], rng=np.random.default_rng([seed, 1, i])) for i in chosen]
 
     t = time.perf_counter()
-    n2v = fit_n2v(train_noisy, axes="YX", out=out / "model", config=config, seed=seed, progress=progress)
+    learned = selfsup.fit(objective(config), train_noisy, axes="YX", out=out / "model", seed=seed, progress=progress)
     train_s = time.perf_counter() - t
 
-    methods = _methods(n2v, out / "model")
+    methods = _methods(objective.title, learned, out / "model")
     per_image, outputs = [], {}
     for name, (label, denoise) in methods.items():
         t = time.perf_counter()
@@ -119,9 +120,9 @@ def reproduce_bsd68(
     rows.append({"method": "Noise2Void, Krull et al. 2019 (Table 1)", "psnr_db": PAPER_N2V_PSNR, "ssim": "",
                  "seconds_per_image": "", "source": "paper, all 68 images"})
 
-    report = Report("Noise2Void on BSD68, Gaussian noise σ = 25")
+    report = Report(f"{objective.title} on BSD68, Gaussian noise σ = 25")
     report.add_text(
-        f"Profile **{profile}**: N2V trained on {len(train_noisy)} noisy BSD400 crops "
+        f"Profile **{profile}**: {objective.title} trained on {len(train_noisy)} noisy BSD400 crops "
         f"({config.steps} steps, batch {config.batch_size}, {config.patch_size}² patches, lr {config.lr}, "
         f"{config.lr_schedule} schedule), scored on {len(test_clean)} of the {len(test_all)} BSD68 images"
         + (" (evenly spaced subset: the quick profile)" if len(test_clean) < len(test_all) else "")
@@ -138,11 +139,11 @@ def reproduce_bsd68(
     figure = _figure(test_clean[0], test_noisy[0], outputs)
     report.add_figure(figure, caption="First test image", name="example")
     if (out / "model" / "loss.png").is_file():
-        report.add_figure(out / "model" / "loss.png", caption="N2V training and validation loss", name="loss")
+        report.add_figure(out / "model" / "loss.png", caption=f"{objective.title} training and validation loss", name="loss")
     return report.write(out)
 
 
-def _methods(n2v: Denoiser, model: Path) -> dict:
+def _methods(title: str, learned: Denoiser, model: Path) -> dict:
     """name -> (label, function noisy image -> estimate) for every row of the table."""
     from pairless.methods.classical import make_classical
     from pairless.modelio import load_denoiser
@@ -157,8 +158,8 @@ def _methods(n2v: Denoiser, model: Path) -> dict:
     }
     if _has_bm3d():
         methods["bm3d"] = ("BM3D (σ = 25 known)", run(make_classical("bm3d", sigma=SIGMA)))
-    methods["n2v"] = ("Noise2Void (this run)", run(n2v))
-    methods["n2v-tta"] = ("Noise2Void + 8-fold TTA (this run)", run(load_denoiser(model, tta=True)))
+    methods["learned"] = (f"{title} (this run)", run(learned))
+    methods["learned-tta"] = (f"{title} + 8-fold TTA (this run)", run(load_denoiser(model, tta=True)))
     return methods
 
 

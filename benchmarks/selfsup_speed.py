@@ -1,4 +1,4 @@
-"""Noise2Void speed on this machine: training patches/s and inference MP/s against bare PyTorch.
+"""Self-supervised training and inference speed on this machine, against bare PyTorch and its own bf16 matmul.
 
 Every figure is measured in the same run as its baseline, so the ratios are less sensitive than the
 absolute numbers to other processes on a shared machine (the JSON keeps every timing and the load):
@@ -10,9 +10,11 @@ absolute numbers to other processes on a shared machine (the JSON keeps every ti
 * inference: a 2048² image (1024² with ``--quick``).  Baseline = one plain fp32 forward of the whole
   image.  pairless = ``predict_tiled`` (tile 256, overlap 32, blended) with its default precision,
   run in a fresh process whose peak RSS (``ru_maxrss``) is reported.
+* per method (n2v, ne2ne, bsn, zsn2n): one training step of its quick profile (its loss, its network,
+  the precision ``selfsup.fit`` picks), patches/s and achieved GFLOP/s as a fraction of the bf16 matmul.
 * achieved GFLOP/s (conv/matmul FLOPs from ``FlopCounterMode``) against fp32 and bf16 matmuls.
 
-Usage: ``python benchmarks/n2v_speed.py [--quick] [--no-fit] [--json PATH]``
+Usage: ``python benchmarks/selfsup_speed.py [--quick] [--no-fit] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pairless.config import N2VConfig
 from pairless.files import atomic_path
-from pairless.methods.n2v import N2VModule, _resolve_precision, fit_n2v
+from pairless.methods.n2v import N2V, fit_n2v
+from pairless.selfsup import SelfSupervisedModule, resolve_precision
 from pairless.nets.unet import UNet
 
 PATCH, BATCH = 64, 16
@@ -57,6 +60,15 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / statistics.median(timed(lambda: a @ b, reps=reps)) / 1e9
 
 
+def conv_gflops(dtype: torch.dtype, reps: int = 5) -> float:
+    """The machine's own 3×3 convolution throughput (64→64 channels, 8×128², channels-last, forward)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 128, 128, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        seconds = statistics.median(timed(lambda: conv(x), reps=reps))
+    return 2 * 64 * 64 * 9 * 8 * 128 * 128 / seconds / 1e9
+
+
 def flops(net: torch.nn.Module, x: torch.Tensor, *, backward: bool) -> int:
     with FlopCounterMode(display=False) as counter:
         out = net(x)
@@ -76,14 +88,14 @@ def pairless_training_step(module, opt, x, generator, precision):
     opt.zero_grad(set_to_none=True)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        loss = module._step(x, generator)
+        loss = module.objective.loss(module.net, x, generator=generator, progress=0.0)
     loss.backward()
     opt.step()
 
 
 def training(reps: int) -> dict:
     config = N2VConfig()
-    precision, channels_last = _resolve_precision(config)
+    precision, channels_last = resolve_precision(config)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 1, PATCH, PATCH, generator=g)
     mask = (torch.rand(x.shape, generator=g) < config.mask_fraction).float()
@@ -94,7 +106,7 @@ def training(reps: int) -> dict:
     bare = timed(lambda: bare_training_step(bare_net, bare_opt, x, mask), reps=reps)
 
     torch.manual_seed(0)
-    module = N2VModule(UNet(), config, channels_last=channels_last)
+    module = SelfSupervisedModule(UNet(), N2V(config), channels_last=channels_last)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
     pairless = timed(lambda: pairless_training_step(module, opt, x, g, precision), reps=reps)
 
@@ -114,6 +126,43 @@ def training(reps: int) -> dict:
         "pairless_gflops": step_flops / pairless_s / 1e9,
         "all_step_times_s": {"bare": bare, "pairless": pairless},
     }
+
+
+def method_steps(reps: int) -> dict:
+    """One quick-profile training step of every self-supervised method: patches/s and achieved GFLOP/s."""
+    from pairless import selfsup
+
+    out = {}
+    for name in selfsup.OBJECTIVES:
+        cls = selfsup.objective_class(name)
+        config = cls.config_class.for_profile("quick")
+        objective = cls(config)
+        if hasattr(objective, "noise_model"):
+            objective.noise_model = {"a": 0.0, "b": 0.1}
+        precision, channels_last = resolve_precision(config)
+        torch.manual_seed(0)
+        module = SelfSupervisedModule(objective.make_net(), objective, channels_last=channels_last)
+        opt = torch.optim.Adam(module.parameters(), lr=1e-4, fused=True)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(config.batch_size, 1, config.patch_size, config.patch_size, generator=g)
+        dtype = {"bf16-mixed": torch.bfloat16}.get(precision)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                loss = objective.loss(module.net, x, generator=g, progress=0.5)
+            loss.backward()
+            opt.step()
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        times = timed(step, reps=reps)
+        s = statistics.median(times)
+        out[name] = {"batch": config.batch_size, "patch": config.patch_size, "precision": precision,
+                     "step_s": s, "patches_per_s": config.batch_size / s,
+                     "megapixels_per_s": config.batch_size * config.patch_size**2 / s / 1e6,
+                     "gflops": counter.get_total_flops() / s / 1e9, "all_step_times_s": times}
+    return out
 
 
 def fit_end_to_end(steps: int) -> dict:
@@ -183,7 +232,7 @@ def inference(size: int, reps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run: fewer reps, 1024² inference image")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "n2v_speed.json")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "selfsup_speed.json")
     parser.add_argument("--no-fit", action="store_true", help="skip the end-to-end fit_n2v timing")
     args = parser.parse_args()
 
@@ -198,8 +247,10 @@ def main() -> None:
         "quick": args.quick,
         "fp32_matmul_gflops": matmul_gflops(torch.float32),
         "bf16_matmul_gflops": matmul_gflops(torch.bfloat16),
+        "bf16_conv_gflops": conv_gflops(torch.bfloat16),
     }
     result["training"] = training(reps=10 if args.quick else 30)
+    result["methods"] = method_steps(reps=5 if args.quick else 15)
     if not args.no_fit:
         result["fit_n2v"] = fit_end_to_end(steps=40 if args.quick else 200)
     result["inference"] = inference(1024 if args.quick else 2048, reps=2 if args.quick else 3)
@@ -214,7 +265,7 @@ def main() -> None:
     t, i = result["training"], result["inference"]
     print(
         f"matmul 2048²: fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
-        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s"
+        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s; bf16 3×3 conv {result['bf16_conv_gflops']:.0f} GFLOP/s"
     )
     print(
         f"training  64², batch 16: pairless {t['pairless_patches_per_s']:.0f} patches/s ({t['precision']}, "
@@ -223,6 +274,12 @@ def main() -> None:
         f"{t['pairless_gflops']:.0f} GFLOP/s "
         f"({t['pairless_vs_fp32_matmul']:.2f}× fp32 matmul, {t['pairless_vs_bf16_matmul']:.2f}× bf16 matmul)"
     )
+    for name, m in result["methods"].items():
+        print(
+            f"  {name:<6} step (batch {m['batch']} of {m['patch']}², {m['precision']}): {m['patches_per_s']:.0f} patches/s, "
+            f"{m['megapixels_per_s']:.2f} MP/s, {m['gflops']:.0f} GFLOP/s = "
+            f"{m['gflops'] / result['bf16_conv_gflops']:.2f}× the bf16 3×3 convolution"
+        )
     if "fit_n2v" in result:
         f = result["fit_n2v"]
         rate, steps, wall = f["patches_per_s"], f["steps"], f["wall_s"]
