@@ -152,7 +152,9 @@ def test_neighbor2neighbor_trains_and_denoises_in_3d(tmp_path):
     z, y, x = np.mgrid[:32, :48, :48] / 48
     clean = (np.sin(5 * x) * np.cos(4 * y) + np.sin(3 * z)).astype(np.float32)
     noisy = clean + rng.normal(0, 0.3, clean.shape).astype(np.float32)
-    config = Ne2NeConfig(**{**TINY, "ndim": 3, "patch_size": 16, "patch_depth": 16, "batch_size": 4}, steps=80, lr=4e-3)
+    # the default precision: "auto" must not pick bf16 for 3D on a CPU (its weights went NaN)
+    config = Ne2NeConfig(**{**TINY, "ndim": 3, "patch_size": 16, "patch_depth": 16, "batch_size": 4, "precision": "auto"},
+                         steps=80, lr=4e-3)
     denoiser = _fit("ne2ne", [noisy], tmp_path / "m", config=config, axes="ZYX")
     assert denoiser.spatial_ndim == 3
     out = denoiser(torch.from_numpy(noisy[None, None]))[0, 0].numpy()
