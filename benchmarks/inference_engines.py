@@ -154,7 +154,6 @@ class NetAsDenoiser:
     """A 2D network as a pairless denoiser (the data is already in the network's units)."""
 
     def __new__(cls, net):
-        import torch
 
         from pairless.denoiser import Denoiser
         from pairless.predict import predict_tiled
