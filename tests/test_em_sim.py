@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pairless.errors import PairlessError
-from pairless.sim.em import ChargeNoise, FilmNoise, charge_noise, em_noise, film_noise
+from pairless.sim.em import ChargeNoise, FilmNoise, charge_noise, em_noise, film_noise, noise_only
 from pairless.sim.noise import gaussian_noise, poisson_gaussian_noise, poisson_noise
 
 
@@ -69,6 +69,62 @@ def test_default_noise_level_is_in_the_calibrated_range():
         assert 15 < level < 26, (kind, level)
 
 
+# shorter correlation lengths and denser defects than the defaults, so that a dozen crops pin the
+# statistics down; the property (lengths in pixels, counts per area) holds for every parameter set
+SCALED = {
+    "charge": ChargeNoise(gain_sd=0.2, gain_sigma=24, band_sigma=(2, 24), jump_rate=0.05),
+    "film": FilmNoise(mottle_sd=0.15, mottle_sigma=12, stains=400, stain_radius=(3, 10), folds=40,
+                      fold_length=(40, 120), scratches=80, scratch_length=(40, 120), holes=20, hole_radius=(3, 8)),
+}
+
+
+def _noise_statistics(size: int, kind: str, seeds) -> np.ndarray:
+    """Variance of the noise about the true level, then its autocorrelation at lags (x, y) (1,0) (8,0) (0,1) (0,8) (32,0) (0,32)."""
+    lags = [(1, 0), (8, 0), (0, 1), (0, 8), (32, 0), (0, 32)]
+    acc = []
+    for seed in seeds:
+        n = em_noise(np.full((size, size), 0.5, np.float32), kind=kind, params=SCALED[kind], rng=seed) - 0.5
+        acc.append([np.mean(n[dy:, dx:] * n[: size - dy, : size - dx]) for dx, dy in [(0, 0), *lags]])
+    a = np.mean(acc, axis=0)
+    return np.r_[a[0], a[1:] / a[0]]
+
+
+@pytest.mark.parametrize("kind", ["charge", "film"])
+def test_same_parameters_give_the_same_noise_statistics_on_256_and_512_crops(kind):
+    small = _noise_statistics(256, kind, range(12))
+    large = _noise_statistics(512, kind, range(100, 103))  # the same number of pixels
+    np.testing.assert_allclose(small[:5], large[:5], rtol=0.15)  # variance and short-range correlation
+    np.testing.assert_allclose(small[5:], large[5:], atol=0.1)  # 32-px correlation: fewer independent samples
+    assert small[0] > 0.005  # not trivially equal: there is noise to measure
+
+
+@pytest.mark.parametrize("kind", ["charge", "film"])
+def test_additive_noise_is_independent_of_the_image(kind):
+    bright = 0.35 + 0.3 * _texture((96, 128), seed=1)  # two different specimens, away from the clip limits
+    dark = 0.35 + 0.3 * _texture((96, 128), seed=2)
+    a = em_noise(bright, kind=kind, mode="additive", rng=7) - bright
+    b = em_noise(dark, kind=kind, mode="additive", rng=7) - dark
+    field = noise_only((96, 128), kind=kind, rng=7) - 0.5
+    unclipped = (np.abs(field) < 0.3)
+    assert unclipped.mean() > 0.97
+    np.testing.assert_allclose(a[unclipped], b[unclipped], atol=1e-5)  # the same noise on both images
+    np.testing.assert_allclose(a[unclipped], field[unclipped], atol=1e-5)  # exactly the pasted noise-only image
+    assert abs(np.corrcoef(a.ravel(), bright.ravel())[0, 1]) < 0.1
+    # the structural mode is image-dependent (film multiplies, charge has tails and shot noise): the contrast
+    s, t = (em_noise(im, kind=kind, rng=7) - im for im in (bright, dark))
+    assert np.abs(s - t).max() > 0.01
+
+
+def test_default_noise_level_is_the_same_in_both_modes():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    clean = _texture((256, 256)) * 0.6 + 0.2
+    for kind in ("charge", "film"):
+        levels = [peak_signal_noise_ratio(clean, em_noise(clean, kind=kind, mode=mode, rng=1), data_range=1.0)
+                  for mode in ("structural", "additive")]
+        assert abs(levels[0] - levels[1]) < 1.5, (kind, levels)
+
+
 def test_bad_input_is_a_pairless_error():
     with pytest.raises(PairlessError, match="scaled to"):
         charge_noise(np.full((8, 8), 255.0))
@@ -76,6 +132,8 @@ def test_bad_input_is_a_pairless_error():
         film_noise(np.zeros((2, 8, 8)))
     with pytest.raises(PairlessError, match="unknown EM noise"):
         em_noise(np.zeros((8, 8)), kind="salt")
+    with pytest.raises(PairlessError, match="unknown EM noise mode"):
+        em_noise(np.zeros((8, 8)), kind="film", mode="pasted")
 
 
 def test_classical_noise_moments():

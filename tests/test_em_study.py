@@ -1,4 +1,4 @@
-"""The EM study end to end on a tiny subset, its rank comparison, and `simulate em`."""
+"""The EM study end to end on a tiny subset, reuse of scored rows, its statistics on known cases, and `simulate em`."""
 
 import csv
 
@@ -8,7 +8,17 @@ from PIL import Image
 
 from pairless.config import SupervisedConfig
 from pairless.errors import PairlessError
-from pairless.experiments.em import PAPER_TABLE2, Method, rank_agreement, reproduce_em, simulate_em_folder
+from pairless.experiments.em import (
+    PAPER_TABLE2,
+    Method,
+    claim_checks,
+    preset_tests,
+    rank_agreement,
+    reproduce_em,
+    run_em_study,
+    simulate_em_folder,
+)
+from pairless.experiments.stats import holm, paired_test, spearman
 
 
 def _slices(folder, n=6, shape=(64, 64)):
@@ -33,33 +43,122 @@ def _tiny_dncnn(data, *, out, profile, seed, progress):
 def test_tiny_study_writes_a_report_with_every_row(tmp_path):
     clean = _slices(tmp_path / "clean")
     out = tmp_path / "report"
-    html = reproduce_em(out, clean=clean, methods=["noisy", "median", Method("dncnn", _tiny_dncnn, "DnCNN tiny")],
+    from pairless.experiments.em import method
+
+    # stand-ins under two preset names, so that the preset test table is written too
+    stand_ins = [Method("iscl-optimized", method("median").fit, "median as optimized"),
+                 Method("iscl-bin", method("noisy").fit, "input as BIN")]
+    html = reproduce_em(out, clean=clean, methods=["noisy", "median", "wiener",
+                                                   Method("dncnn", _tiny_dncnn, "DnCNN tiny"), *stand_ins],
                         progress=False)
     assert html.is_file() and (out / "report.md").is_file()
-    assert {"em_noise.png", "panels_charge.png", "panels_film.png", "results.csv", "folds.csv"} <= {
+    assert {"em_noise.png", "panels_charge.png", "panels_film.png", "results.csv", "folds.csv", "images.csv"} <= {
         p.name for p in out.iterdir()}
-    rows = {r["method"]: r for r in csv.DictReader((out / "folds.csv").open())}  # last fold/noise per method
-    assert set(rows) == {"noisy", "median", "dncnn"}
     folds = list(csv.DictReader((out / "folds.csv").open()))
-    assert len(folds) == 3 * 2  # quick profile: one fold, two noise types
-    by = {(r["method"], r["noise"]): float(r["psnr"]) for r in folds}
+    assert {r["method"] for r in folds} == {"noisy", "median", "wiener", "dncnn", "iscl-optimized", "iscl-bin"}
+    assert len(folds) == 6 * 2 * 3  # quick profile: three folds, two noise types
+    assert {int(r["fold"]) for r in folds} == {0, 1, 2}
+    images = list(csv.DictReader((out / "images.csv").open()))
+    assert len(images) == 6 * 2 * 6  # every slice is a test slice exactly once per method and noise
+    tests = {r["noise"]: r for r in csv.DictReader((out / "preset_tests.csv").open())}
+    assert set(tests) == {"charge", "film"} and all(int(t["n"]) == 6 for t in tests.values())
+    assert all(float(t["mean_diff"]) < 0 for t in tests.values())  # the input is worse than the median filter
     for noise in ("charge", "film"):
-        assert 12 < by[("noisy", noise)] < 28
-        assert by[("median", noise)] > by[("noisy", noise)]  # a filter beats the raw noise
-    assert (out / "models" / "charge" / "fold0" / "dncnn" / "config.yaml").is_file()
+        by = [{(r["method"]): float(r["psnr"]) for r in folds if r["noise"] == noise and r["fold"] == str(k)}
+              for k in range(3)]
+        for fold in by:
+            assert 12 < fold["noisy"] < 28
+            assert fold["median"] > fold["noisy"]  # a filter beats the raw noise
+            assert fold["wiener"] > fold["noisy"] + 1  # the least-squares filter, fitted on 2 pairs
+    results = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}  # the full-precision rows
+    assert set(results) == {"noisy", "median", "wiener", "dncnn", "iscl-optimized", "iscl-bin"}
+    assert float(results["median"]["charge_psnr_sd"]) > 0  # sd over three folds
+    assert (out / "models" / "charge" / "fold2" / "dncnn" / "config.yaml").is_file()
     text = (out / "report.md").read_text()
     assert "data range 1.0" in text and "7×7" in text and "Ordering vs. the paper" in text
     assert "28.27" in text  # the paper's DnCNN number beside ours
+    assert "linear-filter ceiling" in text and "additive" in text
+
+
+def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
+    from pairless.experiments.em import read_clean_folder
+
+    images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
+    calls = []
+
+    def counted(data, **kwargs):
+        calls.append(data.noise)
+        return _tiny_dncnn(data, **kwargs)
+
+    methods = [Method("dncnn", counted, "DnCNN tiny")]
+    first = run_em_study(images, methods=methods, out=tmp_path / "s", reuse=True, progress=False)
+    assert len(calls) == 6 and not first.reused
+    again = run_em_study(images, methods=methods, out=tmp_path / "s", reuse=True, progress=False)
+    assert len(calls) == 6 and len(again.reused) == 6  # nothing trained again
+    assert again.image_rows == first.image_rows and again.fold_rows == first.fold_rows
+    np.testing.assert_array_equal(again.examples["film"]["DnCNN tiny"], first.examples["film"]["DnCNN tiny"])
+    other = run_em_study(images, methods=methods, out=tmp_path / "s", reuse=True, seed=1, progress=False)
+    assert len(calls) == 12 and not other.reused  # another split and noise: trained afresh
+    run_em_study(images, methods=methods, out=tmp_path / "s", reuse=False, progress=False)
+    assert len(calls) == 18  # reuse is opt-in
 
 
 def test_rank_agreement_is_spearman_against_table_2():
     cols = ("charge_psnr", "charge_ssim", "film_psnr", "film_ssim")
-    rows = [{**{c: v for c, v in zip(cols, vals)}, **{f"paper_{c}": v for c, v in zip(cols, vals)}}
-            for vals in PAPER_TABLE2.values()]
-    assert all(rho == pytest.approx(1.0) for rho, n in rank_agreement(rows).values())
+    rows = [{"method": name, **{c: v for c, v in zip(cols, vals)}, **{f"paper_{c}": v for c, v in zip(cols, vals)}}
+            for name, vals in PAPER_TABLE2.items()]
+    assert all(s["rho"] == pytest.approx(1.0) for s in rank_agreement(rows).values())
     flipped = [{**r, "film_psnr": -r["film_psnr"]} for r in rows]
-    rho, n = rank_agreement(flipped)["film_psnr"]
-    assert rho < -0.9 and n == len(PAPER_TABLE2)
+    s = rank_agreement(flipped)["film_psnr"]
+    assert s["rho"] < -0.9 and s["n"] == len(PAPER_TABLE2)
+    presets = rank_agreement(rows, names=[n for n in PAPER_TABLE2 if n.startswith("iscl-")])
+    assert presets["charge_psnr"]["n"] == 6
+
+
+def test_spearman_and_its_interval_on_a_known_case():
+    # one swap in 5 ranks twice: ρ = 1 - 6·Σd²/(n(n²-1)) = 1 - 6·4/120 = 0.8
+    s = spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert s["rho"] == pytest.approx(0.8) and s["n"] == 5
+    half = 1.959964 * np.sqrt((1 + 0.8**2 / 2) / 2)  # Bonett–Wright standard error, n - 3 = 2
+    assert s["low"] == pytest.approx(np.tanh(np.arctanh(0.8) - half), abs=1e-6)
+    assert s["high"] == pytest.approx(np.tanh(np.arctanh(0.8) + half), abs=1e-6)
+    assert -1 < s["low"] < 0.8 < s["high"] < 1  # five rows cannot pin an ordering down
+    ranks = np.arange(60.0)
+    many = spearman(ranks, ranks + np.random.default_rng(0).normal(0, 10, 60))
+    assert many["low"] < many["rho"] < many["high"] and many["high"] - many["low"] < s["high"] - s["low"]
+    assert np.isnan(spearman([1, 2, 3], [3, 2, 1])["low"])  # n < 4: no interval
+
+
+def test_paired_test_on_known_cases():
+    base = np.linspace(20, 24, 10)
+    better = paired_test(base + 0.1, base)
+    # all ten differences positive: exact two-sided p = 2 / 2**10
+    assert better["p"] == pytest.approx(2 / 1024) and better["n"] == 10 and better["median_diff"] == pytest.approx(0.1)
+    rng = np.random.default_rng(0)
+    noise = paired_test(base + rng.normal(0, 0.1, 10), base + rng.normal(0, 0.1, 10))
+    assert noise["p"] > 0.05
+    assert paired_test(base, base)["p"] == 1.0
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    with pytest.raises(PairlessError, match="same test images"):
+        paired_test([1.0, 2.0], [1.0])
+
+
+def test_preset_tests_and_claims_pair_scores_by_fold_and_image():
+    rows = []
+    for fold in range(3):
+        for image in range(4):
+            base = 20 + image + fold
+            for name, gain in (("iscl-optimized", 1.0), ("iscl-bin", 0.9), ("iscl-bn", 0.0), ("iscl-ln", 1.2)):
+                rows.append({"method": name, "fold": fold, "noise": "charge", "image": fold * 4 + image,
+                             "psnr": base + gain + 0.01 * image, "ssim": 0.5})
+    tests = {t["preset"]: t for t in preset_tests(rows)}
+    assert set(tests) == {"iscl-bin", "iscl-bn", "iscl-ln"} and all(t["n"] == 12 for t in tests.values())
+    assert tests["iscl-bn"]["mean_diff"] == pytest.approx(-1.0) and tests["iscl-bn"]["p"] < 0.001
+    assert tests["iscl-ln"]["mean_diff"] == pytest.approx(0.2) and tests["iscl-ln"]["p_holm"] >= tests["iscl-ln"]["p"]
+    checks = {(c["claim"], c["noise"]): c["verdict"] for c in claim_checks(rows)}
+    assert checks[("ISCL + BIN > ISCL + BN", "charge")] == "holds (p < 0.05)"
+    assert checks[("ISCL optimized (IN / SpecNorm / SwitchNorm) > ISCL + LN", "charge")] == "reversed (p < 0.05)"
+    assert not any(noise == "film" for _, noise in checks)  # no film rows: no film tests
 
 
 def test_missing_clean_folder_says_how_to_fix(tmp_path):
@@ -87,6 +186,9 @@ def test_simulate_em_cli(tmp_path, capsys):
     clean = _slices(tmp_path / "clean", n=2)
     assert main(["simulate", "em", "--clean", str(clean), "--noise", "charge", "--out", str(tmp_path / "n")]) == 0
     assert (tmp_path / "n" / "0.png").is_file()
+    assert main(["simulate", "em", "--clean", str(clean), "--noise", "film", "--mode", "additive",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "1.png").is_file()
     assert main(["simulate", "em", "--clean", str(clean), "--noise", "salt", "--out", str(tmp_path / "m")]) == 2
     assert "unknown EM noise" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
@@ -102,9 +204,10 @@ def test_noise_level_on_isbi_slices(shared_data):
         pytest.skip("ISBI 2012 slices not in the shared data")
     slices = [im for _, im in read_clean_folder(folder)[:3]]
     for kind in ("charge", "film"):
-        level = np.mean([peak_signal_noise_ratio(y, em_noise(y, kind=kind, rng=i), data_range=1.0)
-                         for i, y in enumerate(slices)])
-        assert 18.5 < level < 21.5, (kind, level)
+        for mode in ("structural", "additive"):
+            level = np.mean([peak_signal_noise_ratio(y, em_noise(y, kind=kind, mode=mode, rng=i), data_range=1.0)
+                             for i, y in enumerate(slices)])
+            assert 18.5 < level < 21.5, (kind, mode, level)
 
 
 def test_reproduce_em_cli_reports_a_missing_folder(tmp_path, capsys):
@@ -113,6 +216,26 @@ def test_reproduce_em_cli_reports_a_missing_folder(tmp_path, capsys):
     code = main(["reproduce", "em", "--out", str(tmp_path / "r"), "--clean", str(tmp_path / "nowhere"),
                  "--methods", "noisy,median"])
     assert code == 2 and "--clean DIR" in capsys.readouterr().err
-    assert main(["reproduce", "em", "--out", str(tmp_path / "r"), "--methods", "noisy,unet"]) == 2
-    assert "unknown EM study method 'unet'" in capsys.readouterr().err
+    assert main(["reproduce", "em", "--out", str(tmp_path / "r"), "--methods", "noisy,resnet"]) == 2
+    assert "unknown EM study method 'resnet'" in capsys.readouterr().err
+    assert main(["reproduce", "em", "--out", str(tmp_path / "r"), "--clean", str(tmp_path / "nowhere"),
+                 "--methods", "noisy", "--noise-mode", "pasted"]) == 2
+    assert "unknown EM noise mode" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_loss_curves_figure_reads_each_presets_training_log(tmp_path):
+    from pairless.experiments.em import _loss_figure
+
+    assert _loss_figure(tmp_path, ["iscl-bn"]) is None  # nothing trained: no figure
+    for name, scale in (("iscl-bn", 1.0), ("iscl-optimized", 0.5)):
+        folder = tmp_path / "models" / "film" / "fold0" / name / "training"
+        folder.mkdir(parents=True)
+        rows = ["step,loss_d,loss_g,loss_h,val_loss"] + [f"{s},{2 - s / 400 * scale},{30 / s},{0.1 * scale},0.2"
+                                                         for s in (100, 200, 300)]
+        (folder / "training_log.csv").write_text("\n".join(rows) + "\n")
+    fig = _loss_figure(tmp_path, ["noisy", "iscl-bn", "iscl-optimized"])
+    d, g, h = fig.axes[:3]
+    assert [len(ax.lines) for ax in (d, g, h)] == [2, 2, 2]  # one curve per preset in each of D, G, H
+    np.testing.assert_allclose(d.lines[1].get_ydata(), [2 - 0.125, 2 - 0.25, 2 - 0.375])
+    assert "film" in d.get_title() and "D" in d.get_title()

@@ -177,3 +177,24 @@ def test_bf16_features_are_normalized_with_float32_statistics(name):
     out = layer(x)
     assert out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), layer(x.float()), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_official_batch_instance_norm_at_batch_1_is_instance_norm(train):
+    # the official BIN takes batch moments also at test time, where ISCL runs one whole image: the BN
+    # part then has the IN part's statistics, so the output is InstanceNorm whatever the gates are
+    bin_layer = make_norm("batch_instance_iscl", 64).train(train)
+    in_layer = make_norm("instance", 64).train(train)
+    gamma, beta = _randomize_affine(bin_layer)
+    with torch.no_grad():
+        in_layer.weight.copy_(gamma.flatten())
+        in_layer.bias.copy_(beta.flatten())
+        bin_layer.rho.copy_(torch.linspace(0, 1, 64).view(1, -1, 1, 1))
+    one = _x(n=1, seed=4)
+    assert torch.allclose(bin_layer(one), in_layer(one), atol=1e-4)
+    # and it never reads or writes running statistics, so an eval pass equals a training pass
+    before = bin_layer.running_mean.clone()
+    batch = _x(seed=5)
+    assert torch.allclose(bin_layer.train()(batch), bin_layer.eval()(batch))
+    assert torch.equal(bin_layer.running_mean, before)
+    assert bin_layer.eps == 1e-7  # the official epsilon

@@ -98,3 +98,38 @@ def test_same_seed_same_data_and_bad_arguments():
         simulate_pet(slices=1, config=SMALL, minutes=(0.0,))
     with pytest.raises(PairlessError, match="subsets"):
         projector(32, 4.0, 10, 3)
+
+
+def test_split_counts_gives_independent_poisson_halves_that_sum_to_the_frame():
+    from pairless.sim.pet import split_counts
+
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(2, 40, 200_000)
+    frame = rng.poisson(mean).astype(np.float32)
+    a, b = split_counts(frame, 2, rng=rng)
+    assert np.array_equal(a + b, frame)
+    # independent Poisson(mean / 2) each: uncorrelated, and variance = mean
+    ra, rb = a - mean / 2, b - mean / 2
+    assert abs(np.corrcoef(ra, rb)[0, 1]) < 0.01  # a thinning without independence (b = frame - a, a fixed share) gives ≈ 1 or -1
+    assert np.mean(ra**2) / np.mean(mean / 2) == pytest.approx(1.0, abs=0.02)
+    parts = split_counts(frame, 3, rng=rng)
+    assert np.array_equal(sum(parts), frame) and all(p.mean() == pytest.approx(frame.mean() / 3, rel=0.01) for p in parts)
+    big, small = split_counts(frame, (0.8, 0.2), rng=rng)
+    assert np.array_equal(big + small, frame) and big.mean() == pytest.approx(0.8 * frame.mean(), rel=0.01)
+
+
+def test_a_study_with_halves_has_the_same_frames_and_halves_of_half_the_counts():
+    plain = simulate_pet(slices=3, config=SMALL, seed=4)
+    split = simulate_pet(slices=3, config=SMALL, seed=4, splits=2)
+    assert np.array_equal(plain.images[2.0], split.images[2.0]) and not plain.parts
+    a, b = split.parts[2.0]
+    background = ndimage.binary_erosion((split.truth[1] > 1.99) & (split.truth[1] < 2.01), iterations=3)
+    for half in (a, b):  # each reconstructs to the same activity (kBq/mL) from half the counts
+        assert half[1][background].mean() == pytest.approx(2.0, rel=0.08)
+    # their noise differs, yet together they are the frame (OSEM is close to linear at these counts)
+    frame = split.images[2.0][1][background]
+    assert np.abs((a + b)[1][background] / 2 - frame).mean() < 0.25 * np.abs(a - b)[1][background].mean()
+    with pytest.raises(PairlessError, match="splits"):
+        simulate_pet(slices=1, config=SMALL, splits=0)
+    with pytest.raises(PairlessError, match="fractions"):
+        simulate_pet(slices=1, config=SMALL, splits=(0.7, 0.2))

@@ -224,18 +224,27 @@ def _fit_selfsupervised(method: str, inputs, *, out, axes, profile, config, sett
     objective = selfsup.objective_class(method)
     merged = {**(read_yaml(config) if config is not None else {}), **settings}
     method_config = objective.config_class.for_profile(profile, **merged)
+    if objective.views > 1 and len(inputs) % objective.views:
+        raise PairlessError(
+            f"{method} trains on pairs but {len(inputs)} images were given; pass them as pairs of independent "
+            f"acquisitions of one object: --pairs A1 A2 [B1 B2 ...]"
+        )
     images = [read_image(p, axes=axes) for p in inputs]
     if len({im.axes for im in images}) > 1:
         raise PairlessError(
             f"the inputs have different axes ({', '.join(sorted({im.axes for im in images}))}); "
             f"train on images of one kind, or pass --axes"
         )
+    data = [im.data for im in images]
+    if objective.views > 1:
+        data = [tuple(data[i:i + objective.views]) for i in range(0, len(data), objective.views)]
     typer.echo(
-        f"training {method} ({profile}, {method_config.steps} steps) on {len(images)} image(s), axes {images[0].axes}"
+        f"training {method} ({profile}, {method_config.steps} steps) on {len(data)} "
+        f"{'pair(s)' if objective.views > 1 else 'image(s)'}, axes {images[0].axes}"
     )
     denoiser = selfsup.fit(
         objective(method_config),
-        [im.data for im in images],
+        data,
         axes=images[0].axes,
         out=out,
         seed=seed,
@@ -296,6 +305,36 @@ def fit_ne2ne_command(
     Example: pairless fit ne2ne stack.tif --axes SYX --out ne2ne_model/
     """
     _fit_selfsupervised("ne2ne", inputs, out=out, axes=axes, profile=profile, config=config,
+                        settings={"ndim": 3} if three_d else {}, seed=seed, resume=resume, devices=devices)
+
+
+@fit_app.command("n2n", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def fit_n2n_command(
+    ctx: typer.Context,
+    out: ModelOut,
+    pairs: Annotated[
+        Optional[list[Path]],
+        typer.Option("--pairs", help="Pairs of independent acquisitions of one object: --pairs A1 A2 [B1 B2 ...]."),
+    ] = None,
+    axes: AxesOpt = None,
+    profile: ProfileOpt = "quick",
+    config: ConfigOpt = None,
+    three_d: ThreeDOpt = False,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+    devices: DevicesOpt = 1,
+) -> None:
+    """Train Noise2Noise on pairs of independent acquisitions (e.g. two halves of a PET scan's counts).
+
+    The held-out loss of one acquisition against the other picks the best checkpoint without any
+    clean image.  Apply the model to the full acquisition, or to each half and average.
+    Example: pairless simulate pet --out sim/ --splits 2; pairless fit n2n --pairs sim/pet_2min_part1_kBq_per_mL.nii.gz
+    sim/pet_2min_part2_kBq_per_mL.nii.gz --out n2n_model/
+    """
+    inputs = [*(pairs or []), *(Path(a) for a in ctx.args)]
+    if not inputs:
+        raise PairlessError("no training pairs given; pass --pairs A1 A2 [B1 B2 ...]")
+    _fit_selfsupervised("n2n", inputs, out=out, axes=axes, profile=profile, config=config,
                         settings={"ndim": 3} if three_d else {}, seed=seed, resume=resume, devices=devices)
 
 
@@ -399,16 +438,20 @@ def simulate_em_command(
     noise: Annotated[str, typer.Option("--noise", help="charge | film")],
     out: OutDir,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
+    mode: Annotated[
+        str, typer.Option("--mode", help="structural (noise acts on the specimen) | additive (noise-only images "
+                          "pasted on, as seed 002 did: independent of the image).")
+    ] = "structural",
 ) -> None:
     """Add simulated EM charge or film noise to every image of a folder (same names and dtype).
 
-    Example: pairless simulate em --clean clean/ --noise charge --out noisy/ --seed 1
+    Example: pairless simulate em --clean clean/ --noise charge --mode additive --out noisy/ --seed 1
     """
     from pairless.experiments.em import simulate_em_folder
 
     if not clean.is_dir():
         raise PairlessError(f"--clean {str(clean)!r} is not a folder; pass a folder of clean images")
-    written = simulate_em_folder(clean, kind=noise, out=out, seed=seed)
+    written = simulate_em_folder(clean, kind=noise, out=out, seed=seed, mode=mode)
     typer.echo(f"{len(written)} noisy images and em_noise.png written to {out}")
 
 
@@ -421,44 +464,62 @@ def simulate_pet_command(
     ] = None,
     slices: Annotated[int, typer.Option(help="Planes of 2.027 mm around the sphere plane.")] = 61,
     seed: Annotated[int, typer.Option(help="Seed of the Poisson counts and the thinning.")] = 0,
+    splits: Annotated[
+        int, typer.Option(help="Also split each frame's counts into this many independent parts (2: halves for n2n).")
+    ] = 1,
+    dicom: Annotated[bool, typer.Option("--dicom", help="Also write each frame as a DICOM PET series (Bq/mL).")] = False,
 ) -> None:
     """Simulate a NEMA IQ phantom scan on a Biograph mCT and reconstruct each frame (OSEM 3 it x 21 subsets).
 
-    Writes NIfTI volumes (truth, μ-map, one per frame, kBq/mL, voxel sizes in mm) and phantom.json.
-    Example: pairless simulate pet --out pet_sim/ --minutes 2 10 --seed 1
+    Writes NIfTI volumes (truth, μ-map, one per frame, kBq/mL, voxel sizes in mm) and phantom.json;
+    with --splits 2, each frame's two independent halves beside it (pet_2min_part1..., part2...); with
+    --dicom, each also as a DICOM PET series folder (pet_2min_dicom/ ...).
+    Example: pairless simulate pet --out pet_sim/ --minutes 2 10 --seed 1 --splits 2
     """
     from pairless.sim.pet import simulate_pet, write_study
 
     frames = [*(minutes or []), *(_number(a, "--minutes") for a in ctx.args)] or [2.0, 10.0]
-    study = simulate_pet(minutes=tuple(frames), slices=slices, seed=seed)
-    for path in write_study(study, out):
+    study = simulate_pet(minutes=tuple(frames), slices=slices, seed=seed, splits=splits)
+    for path in write_study(study, out, dicom=dicom):
         typer.echo(str(path))
 
 
-@reproduce_app.command("pet")
+@reproduce_app.command("pet", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def reproduce_pet_command(
+    ctx: typer.Context,
     out: OutDir,
-    profile: Annotated[str, typer.Option(help="quick (CPU minutes) | paper (seed 000's N2V training: hours).")] = "quick",
-    seed: Annotated[int, typer.Option(help="Seed of the simulation and the training.")] = 0,
+    profile: Annotated[str, typer.Option(help="quick (CPU minutes) | paper (the methods' paper training: hours).")] = "quick",
+    seeds: Annotated[
+        Optional[list[int]], typer.Option("--seeds", help="Seeds of simulation and training, e.g. --seeds 0 1 2.")
+    ] = None,
     slices: Annotated[int, typer.Option(help="Planes of 2.027 mm around the sphere plane.")] = 61,
-    n2v_steps: Annotated[Optional[int], typer.Option(help="Override the profile's N2V training steps.")] = None,
+    methods: Annotated[
+        Optional[str], typer.Option(help="Learned methods, comma-separated (default n2n,n2v,ne2ne,bsn).")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Override every learned method's training steps.")] = None,
 ) -> None:
-    """Seed 000's study: Gaussian, median and Noise2Void on a simulated 2-minute NEMA IQ PET scan vs 10 minutes.
+    """Seed 000's study on a simulated 2-minute NEMA IQ PET scan vs 10 minutes: filters and learned methods.
 
-    Example: pairless reproduce pet --profile quick --out pet_report/
+    Noise2Noise on the two halves of the 2-minute counts (the default), Noise2Void, Neighbor2Neighbor
+    and the blind-spot network; image metrics, recovery coefficients vs EARL and background bias per seed.
+    Example: pairless reproduce pet --seeds 0 1 2 --out pet_report/
     """
-    _run_pet_study(out, profile=profile, seed=seed, slices=slices, n2v_steps=n2v_steps)
+    seed_list = [*(seeds or []), *(int(_number(a, "--seeds")) for a in ctx.args)] or [0]
+    _run_pet_study(out, profile=profile, seeds=seed_list, slices=slices, steps=steps,
+                   methods=methods.split(",") if methods else None)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("pairless-demo"),
 ) -> None:
-    """Simulate the PET phantom study, denoise it with every method, print the table, write a report (minutes).
+    """Simulate the PET phantom study, denoise it with the filters and Noise2Noise, print the table, write a report.
 
     Example: pairless demo
     """
-    _run_pet_study(out, profile="quick", seed=0, slices=61, n2v_steps=None)
+    from pairless.experiments.pet import DEFAULT_METHOD
+
+    _run_pet_study(out, profile="quick", seeds=[0], slices=61, steps=None, methods=[DEFAULT_METHOD])
 
 
 def _number(text: str, option: str) -> float:
@@ -468,38 +529,55 @@ def _number(text: str, option: str) -> float:
         raise PairlessError(f"unexpected argument {text!r}; {option} takes numbers, e.g. {option} 2 10") from None
 
 
-def _run_pet_study(out: Path, *, profile: str, seed: int, slices: int, n2v_steps: int | None) -> None:
-    from pairless.experiments.pet import PetStudyConfig, run_pet_study
+def _run_pet_study(out: Path, *, profile: str, seeds: list[int], slices: int, steps: int | None,
+                   methods: list[str] | None) -> None:
+    from pairless.experiments.pet import METRIC_CONVENTION, PetStudyConfig, run_pet_study
 
-    config = PetStudyConfig.from_dict({"profile": profile, "seed": seed, "slices": slices, "n2v_steps": n2v_steps})
-    result = run_pet_study(out, config=config)
-    typer.echo("Table 1 vs the 10-minute image (" + result.metrics[0]["convention"] + "):")
-    typer.echo(f"{'method':<16}{'PSNR dB':>9}{'NRMSE %':>9}{'SSIM':>8}")
+    settings = {"profile": profile, "seeds": seeds, "slices": slices, "steps": steps}
+    if methods is not None:
+        settings["methods"] = methods
+    result = run_pet_study(out, config=PetStudyConfig.from_dict(settings))
+    typer.echo("Table 1 vs the 10-minute image, mean over the seeds (" + METRIC_CONVENTION + "):")
+    typer.echo(f"{'method':<22}{'PSNR dB':>9}{'NRMSE %':>9}{'SSIM':>8}")
     for row in result.table1():
-        typer.echo(f"{row['method']:<16}{row['psnr_db']:>9.3f}{row['nrmse_pct']:>9.3f}{row['ssim']:>8.4f}")
+        typer.echo(f"{row['method']:<22}{row['psnr_db']:>9.3f}{row['nrmse_pct']:>9.3f}{row['ssim']:>8.4f}")
     typer.echo(f"report written to {result.report}")
 
 
 @reproduce_app.command("em")
 def reproduce_em_command(
     out: OutDir,
-    profile: Annotated[str, typer.Option(help="quick (CPU, one fold, minutes) | paper (4 folds, 8k iterations, GPU).")] = "quick",
+    profile: Annotated[
+        str, typer.Option(help="quick (CPU, 3 folds of 256² crops) | paper (4 folds of whole slices, 8k iterations, GPU).")
+    ] = "quick",
     clean: Annotated[
         Optional[Path], typer.Option("--clean", help="Clean EM slices (default ../shared/data/em/isbi2012/train_image).")
     ] = None,
     methods: Annotated[
-        Optional[str], typer.Option("--methods", help="Comma-separated subset, e.g. noisy,median,dncnn,iscl-optimized.")
+        Optional[str], typer.Option("--methods", help="Comma-separated subset, e.g. noisy,median,wiener,dncnn,iscl-optimized.")
+    ] = None,
+    noise_mode: Annotated[
+        Optional[str], typer.Option("--noise-mode", help="additive (the profile's: pasted noise-only images) | structural.")
+    ] = None,
+    reuse: Annotated[
+        bool, typer.Option("--reuse", help="Read back rows already scored in --out with the same data and settings.")
+    ] = False,
+    noise: Annotated[Optional[str], typer.Option("--noise", help="Comma-separated subset of charge,film.")] = None,
+    run_folds: Annotated[
+        Optional[int], typer.Option("--run-folds", help="Train and score only the first N folds of the split.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the noise and the training.")] = 0,
 ) -> None:
-    """Seed 002's Table 2: ISCL normalizations, DnCNN, RED-CNN, N2V and filters on charge/film noise.
+    """Seed 002's Table 2: ISCL normalizations, paired and self-supervised networks, filters on charge/film noise.
 
-    Example: pairless reproduce em --profile quick --out em_report/
+    Example: pairless reproduce em --profile quick --out em_report/ --methods noisy,gaussian,wiener,dncnn
     """
     from pairless.experiments.em import reproduce_em
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    html = reproduce_em(out, profile=profile, clean=clean, methods=chosen, seed=seed)
+    kinds = tuple(k.strip() for k in noise.split(",") if k.strip()) if noise else ("charge", "film")
+    html = reproduce_em(out, profile=profile, clean=clean, methods=chosen, noise_mode=noise_mode, noise_types=kinds,
+                        run_folds=run_folds, seed=seed, reuse=reuse)
     typer.echo(f"report written to {html}")
 
 

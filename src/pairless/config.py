@@ -75,6 +75,12 @@ class ISCLConfig(Config):
     """ISCL training (notes/iscl.md §1); the defaults are the official demo (``paper`` profile).
 
     ``norm`` is a preset of seed 002's Table 2; ``*_norm`` override one network's layer by name.
+
+    Optimisation: ``optimizer`` for each of D, G and H with ``betas``; the learning rate warms up
+    linearly from 0 over ``warmup_steps``, stays at ``lr`` until ``decay_start`` (a fraction of
+    ``steps``), then falls linearly to ``min_lr`` at the last step (official: RAdam, no warm-up,
+    decay from the first step).  D's rate is ``lr * d_lr_scale``.  ``lookahead_period`` > 0 wraps
+    D's and H's optimizers in Lookahead(k, ``lookahead_alpha``) as the official code does (0: off).
     """
 
     norm: ISCLNorm = "optimized"
@@ -88,10 +94,20 @@ class ISCLConfig(Config):
     patch_size: int = Field(64, ge=64, multiple_of=16)
     batch_size: int = Field(64, ge=1)
     steps: int = Field(8000, ge=1)
+    optimizer: Literal["radam", "adam"] = "radam"
+    betas: tuple[float, float] = (0.9, 0.999)
     lr: float = Field(1e-4, gt=0)
     min_lr: float = Field(1e-7, ge=0)
+    d_lr_scale: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    decay_start: float = Field(0.0, ge=0, le=1)
+    lookahead_period: int = Field(6, ge=0)
+    lookahead_alpha: float = Field(0.5, gt=0, le=1)
     cycle_weight: float = Field(30.0, ge=0)  # λ
     output_mix: float = Field(0.5, ge=0, le=1)  # γ in γ·F(x) + (1-γ)·(x - H(x))
+    # "dihedral": the 8 rotations/flips (official); "flips": only the 4 that keep the axes (identity,
+    # x-flip, y-flip, 180°), for noise with a direction (scan streaks), which a 90° turn would change
+    augmentation: Literal["dihedral", "flips"] = "dihedral"
     val_every: int = Field(400, ge=1)
     val_batches: int = Field(2, ge=1)
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
@@ -101,16 +117,20 @@ class ISCLConfig(Config):
 
 
 class SupervisedConfig(Config):
-    """Supervised DnCNN / RED-CNN on clean/noisy pairs; defaults are the EM study's ``paper`` profile.
+    """Supervised DnCNN / RED-CNN / U-Net on clean/noisy pairs; defaults are the EM study's ``paper`` profile.
 
-    Both are trained with MSE on random aligned patches and Adam, the learning rate decaying by a
+    All are trained with MSE on random aligned patches and Adam, the learning rate decaying by a
     cosine from ``lr`` to ``lr * 0.01``.  ``channels``/``depth`` of ``None`` mean the paper's (DnCNN:
-    17 layers of 64; RED-CNN: 96 filters).
+    17 layers of 64; RED-CNN: 96 filters) and, for the U-Net, 32 first-level filters and 3
+    down-samplings (a 107-pixel receptive field: it sees EM scan streaks that DnCNN's 35 px cannot).
+    ``augment`` is the set of patch transforms: ``dihedral`` (the 8 rotations/flips, for isotropic
+    noise), ``flips`` (up-down and left-right: keeps horizontal streaks horizontal), ``updown`` (also
+    keeps the scan direction, along which charging tails trail), ``none``.
     """
 
-    arch: Literal["dncnn", "redcnn"] = "dncnn"
+    arch: Literal["dncnn", "redcnn", "unet"] = "dncnn"
     channels: int | None = Field(None, ge=1)
-    depth: int | None = Field(None, ge=2)
+    depth: int | None = Field(None, ge=1)
     patch_size: int = Field(64, ge=24)
     batch_size: int = Field(64, ge=1)
     steps: int = Field(8000, ge=1)
@@ -118,6 +138,7 @@ class SupervisedConfig(Config):
     val_every: int = Field(400, ge=1)
     val_batches: int = Field(2, ge=1)
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    augment: Literal["dihedral", "flips", "updown", "none"] = "dihedral"
 
 
 class SelfSupervisedConfig(Config):
@@ -149,6 +170,9 @@ class SelfSupervisedConfig(Config):
     filters: int = Field(32, ge=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     max_val_patches: int = Field(256, ge=1)
+    # rare bright structures (a PET scan's lesions) are in few random patches: this share of the patches
+    # is drawn around them instead (pairless.selfsup.hot_spots), each structure as often as any other
+    hot_fraction: float = Field(0.0, ge=0, le=1)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
 
@@ -239,3 +263,26 @@ class ZSN2NConfig(SelfSupervisedConfig):
     val_every: int = Field(50, ge=1)
     lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["cosine", "plateau", "constant", "step"] = "step"
+
+
+class N2NConfig(SelfSupervisedConfig):
+    """Noise2Noise (Lehtinen et al. 2018) on pairs of independent acquisitions of one object.
+
+    The schedule and U-Net are the other methods'.  ``context`` > 0 (with ``ndim`` 3) makes the
+    network 2.5D: a 2D U-Net that sees that many neighbouring slices on each side
+    (:mod:`pairless.nets.context`); ``residual`` adds the input to the output; ``batch_norm`` off
+    suits patches whose slices are too alike for batch statistics (measured in the PET study).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        # the paper's recipe for its Gaussian/Poisson experiments: batch 4 of 256², Adam 3e-4, ~300k steps
+        "paper": {"batch_size": 4, "patch_size": 256, "steps": 300_000, "val_every": 1000, "lr": 3e-4, "filters": 48},
+    }
+
+    context: int = Field(0, ge=0, le=8, description="neighbouring slices on each side a 2D network sees (ndim 3)")
+    batch_norm: bool = True
+    residual: bool = False
+    # both ways (A → B and B → A) for exchangeable halves; one way when the first image of each pair is
+    # the better input (the larger share of an unequal split: closer to the full frame's noise)
+    symmetric: bool = True

@@ -69,6 +69,10 @@ _DICOM_KEEP = (
     "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID", "PositionReferenceIndicator",
     "Modality", "SOPClassUID", "SeriesDescription", "SeriesNumber", "Manufacturer", "BodyPartExamined",
     "Units", "SliceThickness",
+    # PET: what a reading station needs to show SUV and to know the frame (decay correction, timing)
+    "SeriesType", "CorrectedImage", "DecayCorrection", "ActualFrameDuration", "FrameReferenceTime",
+    "RadiopharmaceuticalInformationSequence", "CountsSource", "ReconstructionMethod", "SeriesDate", "SeriesTime",
+    "AcquisitionDate", "AcquisitionTime",
 )
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -779,7 +783,10 @@ def _write_dicom(folder: Path, image: Image, data: np.ndarray, *, rescale: bool)
     tags.setdefault("PatientID", "pairless")
     tags.setdefault("StudyInstanceUID", generate_uid())
     tags.setdefault("FrameOfReferenceUID", generate_uid())
-    tags["SeriesDescription"] = f"{tags.get('SeriesDescription', '')} (pairless)".strip()
+    # the writer of an original series (the simulator) says so; everything else pairless writes is derived
+    image_type = tags.pop("ImageType", ["DERIVED", "SECONDARY"])
+    method = image.meta.get("derived_by")
+    tags["SeriesDescription"] = f"{tags.get('SeriesDescription', '')} ({f'pairless {method}' if method else 'pairless'})".strip()
     series_uid = generate_uid()
     if len(volume) > 1:
         normal = np.cross(orientation[:3], orientation[3:])
@@ -800,7 +807,7 @@ def _write_dicom(folder: Path, image: Image, data: np.ndarray, *, rescale: bool)
             setattr(ds, keyword, value)
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.SeriesInstanceUID = series_uid
-        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.ImageType = image_type
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
         ds.ImageOrientationPatient = [_ds(v) for v in orientation]

@@ -39,6 +39,7 @@ LOADERS = {
     "ne2ne": "pairless.selfsup",
     "bsn": "pairless.selfsup",
     "zsn2n": "pairless.selfsup",
+    "n2n": "pairless.selfsup",
     "iscl": "pairless.methods.iscl",
     "supervised": "pairless.methods.supervised",
 }

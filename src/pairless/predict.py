@@ -271,6 +271,7 @@ def _inference_copy(net: nn.Module, dtype: torch.dtype, *, ndim: int) -> nn.Modu
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    ndim = getattr(net, "conv_ndim", ndim)  # a 3D-input network may convolve in 2D (nets.context)
     conv_type, norm_type = (nn.Conv2d, nn.BatchNorm2d) if ndim == 2 else (nn.Conv3d, nn.BatchNorm3d)
     runner = copy.deepcopy(net).eval()
     for module in runner.modules():

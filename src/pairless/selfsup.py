@@ -41,6 +41,9 @@ class Objective:
     config_class: ClassVar[type[SelfSupervisedConfig]]
     #: validation patches are repeated until there are this many (a sparse loss needs many draws)
     val_repeats: ClassVar[int] = 1
+    #: images per training sample: 2 for a method trained on pairs of independent acquisitions, whose
+    #: patches then come as two channels cut at the same place (``(B, 2, *spatial)``)
+    views: ClassVar[int] = 1
 
     def __init__(self, config: SelfSupervisedConfig):
         self.config = config
@@ -50,7 +53,7 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, net: nn.Module, batch: torch.Tensor, *, generator: torch.Generator, progress: float) -> torch.Tensor:
-        """The training loss of ``batch`` ``(B, 1, *spatial)`` of normalised noisy patches.
+        """The training loss of ``batch`` ``(B, views, *spatial)`` of normalised noisy patches.
 
         ``progress`` is the fraction of the run done (for ramps); randomness only from ``generator``.
         """
@@ -114,6 +117,23 @@ def as_stacks(images: list[np.ndarray], *, axes: str, ndim: int) -> list[np.ndar
     return stacks
 
 
+def paired_stacks(pairs: list, *, axes: str, ndim: int, views: int = 2) -> list[np.ndarray]:
+    """Each pair (tuple) of registered images as one ``(n, views, *spatial)`` stack."""
+    if not pairs:
+        raise PairlessError("no training pairs given; pass at least one pair of acquisitions of the same object")
+    stacks = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, np.ndarray) or len(pair) != views:
+            raise PairlessError(f"training item {i} is not a pair of images; pass {views} images of the same object "
+                                f"(e.g. --pairs A1 A2 B1 B2)")
+        members = as_stacks(list(pair), axes=axes, ndim=ndim)
+        if len({m.shape for m in members}) > 1:
+            raise PairlessError(f"the images of pair {i} differ in shape {[m.shape for m in members]}; pair "
+                                f"acquisitions of the same object on the same grid")
+        stacks.append(np.stack(members, axis=1))
+    return stacks
+
+
 def mean_std(stacks: list[np.ndarray]) -> tuple[float, float]:
     """Mean and standard deviation over every pixel of every stack (float64 sums: no overflow, no drift)."""
     count = sum(s.size for s in stacks)
@@ -123,18 +143,24 @@ def mean_std(stacks: list[np.ndarray]) -> tuple[float, float]:
 
 
 class PatchSampler:
-    """Random patches from normalised stacks, avoiding a fixed set of validation cells."""
+    """Random patches from normalised stacks, avoiding a fixed set of validation cells.
 
-    def __init__(self, stacks: list[np.ndarray], patch: tuple[int, ...], *, val_fraction: float, max_val: int, seed: int):
-        self.stacks, self.patch = stacks, patch
+    A stack is ``(n, *spatial)``, or ``(n, views, *spatial)`` for registered acquisitions of one
+    object: every patch then holds all views at the same place (and the same rotation and flips).
+    """
+
+    def __init__(self, stacks: list[np.ndarray], patch: tuple[int, ...], *, val_fraction: float, max_val: int, seed: int,
+                 hot_fraction: float = 0.0):
+        self.stacks, self.patch, self.hot_fraction = stacks, patch, hot_fraction
+        self.views = stacks[0].shape[1] if stacks[0].ndim == len(patch) + 2 else 1
         for i, s in enumerate(stacks):
-            if any(n < p for n, p in zip(s.shape[1:], patch)):
+            if any(n < p for n, p in zip(s.shape[-len(patch):], patch)):
                 raise PairlessError(
                     f"image {i} (spatial shape {s.shape[1:]}) is smaller than the training patch {patch}; "
                     f"set a smaller patch_size (and patch_depth) in the configuration"
                 )
         rng = np.random.default_rng([seed, 1])
-        self.cells = [tuple(n // p for n, p in zip(s.shape[1:], patch)) for s in stacks]
+        self.cells = [tuple(n // p for n, p in zip(s.shape[-len(patch):], patch)) for s in stacks]
         counts = [len(s) * math.prod(c) for s, c in zip(stacks, self.cells)]
         total = sum(counts)
         n_val = min(max_val, max(1, round(val_fraction * total)))
@@ -149,15 +175,17 @@ class PatchSampler:
             i = int(np.searchsorted(bounds, flat, side="right") - 1)
             self.val_cells[i].reshape(-1)[flat - bounds[i]] = True
         # sample images in proportion to their number of possible patch positions
-        weights = np.array([len(s) * math.prod(n - p + 1 for n, p in zip(s.shape[1:], patch)) for s in stacks], float)
+        weights = np.array([len(s) * math.prod(n - p + 1 for n, p in zip(s.shape[-len(patch):], patch))
+                            for s in stacks], float)
         self.weights = weights / weights.sum()
+        self.hot = [hot_spots(s, len(patch)) for s in stacks] if hot_fraction > 0 else []
 
     def validation_patches(self) -> np.ndarray:
         out = []
         for stack, cells in zip(self.stacks, self.val_cells):
             for j, *c in np.argwhere(cells):
-                out.append(stack[(j, *(slice(k * p, (k + 1) * p) for k, p in zip(c, self.patch)))])
-        return np.stack(out)[:, None]
+                out.append(stack[(j, ..., *(slice(k * p, (k + 1) * p) for k, p in zip(c, self.patch)))])
+        return np.stack(out).reshape(len(out), self.views, *self.patch)
 
     def _free(self, i: int, j: int, corner: np.ndarray) -> bool:
         lo = corner // self.patch
@@ -166,26 +194,56 @@ class PatchSampler:
         return not block.any()
 
     def draw(self, count: int, rng: np.random.Generator, *, rotate: bool) -> np.ndarray:
-        out = np.empty((count, 1, *self.patch), dtype=np.float32)
+        out = np.empty((count, self.views, *self.patch), dtype=np.float32)
         k = 0
         for _ in range(100 * count):
-            i = rng.choice(len(self.stacks), p=self.weights)
+            if self.hot and rng.random() < self.hot_fraction:
+                i, j, corner = self._near_hot_spot(rng)
+            else:
+                i = rng.choice(len(self.stacks), p=self.weights)
+                j = rng.integers(len(self.stacks[i]))
+                corner = np.array([rng.integers(n - p + 1)
+                                   for n, p in zip(self.stacks[i].shape[-len(self.patch):], self.patch)])
             stack = self.stacks[i]
-            j = rng.integers(len(stack))
-            corner = np.array([rng.integers(n - p + 1) for n, p in zip(stack.shape[1:], self.patch)])
             if not self._free(i, j, corner):
                 continue
-            patch = stack[(j, *(slice(c, c + p) for c, p in zip(corner, self.patch)))]
+            patch = stack[(j, ..., *(slice(c, c + p) for c, p in zip(corner, self.patch)))]
             if rotate:
                 patch = np.rot90(patch, rng.integers(4), axes=(-2, -1))
             for axis in (-1, -2):
                 if rng.integers(2):
                     patch = np.flip(patch, axis=axis)
-            out[k, 0] = patch
+            out[k] = patch
             k += 1
             if k == count:
                 return out
         raise PairlessError("could not find training patches outside the validation set; use more or larger images")
+
+
+    def _near_hot_spot(self, rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
+        """A patch holding a voxel of one bright structure: structure uniform over all, voxel uniform in it."""
+        spots = [(i, k) for i, regions in enumerate(self.hot) for k in range(len(regions))]
+        i, k = spots[rng.integers(len(spots))]
+        j, *voxel = self.hot[i][k][rng.integers(len(self.hot[i][k]))]
+        shape = self.stacks[i].shape[-len(self.patch):]
+        corner = np.array([min(max(v - rng.integers(p), 0), n - p) for v, p, n in zip(voxel, self.patch, shape)])
+        return i, int(j), corner
+
+
+def hot_spots(stack: np.ndarray, ndim: int, *, quantile: float = 0.99) -> list[np.ndarray]:
+    """The bright structures of a stack: connected regions above its ``quantile`` after a light blur.
+
+    Returns one ``(k, 1 + ndim)`` array of voxel indices ``(image, *spatial)`` per region.  Each
+    region gets the same share of the "hot" patches, so a small lesion is seen as often as a large one.
+    """
+    from scipy import ndimage
+
+    image = stack if stack.ndim == ndim + 1 else stack.mean(axis=1)  # the views' mean for paired stacks
+    smooth = ndimage.gaussian_filter(image, (0,) + (1.0,) * ndim)
+    within_one_image = np.zeros((3,) * (ndim + 1), bool)
+    within_one_image[1] = True
+    labels, count = ndimage.label(smooth > np.quantile(smooth, quantile), structure=within_one_image)
+    return [np.argwhere(labels == k) for k in range(1, count + 1)] if count else []
 
 
 class PatchBatches(torch.utils.data.Dataset):
@@ -234,6 +292,11 @@ def rank_and_world() -> tuple[int, int]:
 # Lightning module and training
 
 
+def conv_ndim(net: nn.Module) -> int:
+    """The dimension of ``net``'s convolutions: its ``ndim`` unless it says otherwise (:mod:`pairless.nets.context`)."""
+    return getattr(net, "conv_ndim", net.ndim)
+
+
 def memory_format(ndim: int, channels_last: bool) -> torch.memory_format:
     if not channels_last:
         return torch.contiguous_format
@@ -247,7 +310,7 @@ class SelfSupervisedModule(L.LightningModule):
         super().__init__()
         self.net, self.objective, self.config, self.seed = net, objective, objective.config, seed
         # one-channel inputs are in every memory format at once: only the network's weights need converting
-        self.net.to(memory_format=memory_format(self.config.ndim, channels_last))
+        self.net.to(memory_format=memory_format(conv_ndim(net), channels_last))
 
     def _generator(self, *key: int) -> torch.Generator:
         g = torch.Generator(device=self.device)
@@ -282,20 +345,21 @@ class SelfSupervisedModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
 
-def resolve_precision(config: SelfSupervisedConfig) -> tuple[str, bool]:
+def resolve_precision(config: SelfSupervisedConfig, *, convolutions: int | None = None) -> tuple[str, bool]:
     """``(precision, channels_last)``: bf16 + channels-last on a bf16 CPU or GPU; fp32 NCHW otherwise.
 
     channels-last only pays off together with bf16 (measured: fp32 channels-last convolutions are far
-    slower than NCHW on this CPU).  3D networks train in fp32 on a CPU: with bf16-mixed (torch 2.13,
-    oneDNN, AVX-512 bf16) a 3D U-Net's weights turned NaN within 30 steps, with or without
-    channels-last, while fp32 trained normally.
+    slower than NCHW on this CPU).  3D convolutions train in fp32 on a CPU: with bf16-mixed (torch
+    2.13, oneDNN, AVX-512 bf16) a 3D U-Net's weights turned NaN within 30 steps, with or without
+    channels-last, while fp32 trained normally.  ``convolutions`` is the network's convolution
+    dimension where it differs from ``config.ndim`` (:func:`conv_ndim`).
     """
     precision = config.precision
     if precision == "auto":
         if torch.cuda.is_available():
             precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         else:
-            bf16 = torch.cpu._is_avx512_bf16_supported() and config.ndim == 2
+            bf16 = torch.cpu._is_avx512_bf16_supported() and (convolutions or config.ndim) == 2
             precision = "bf16-mixed" if bf16 else "32-true"
     elif precision == "16-mixed" and not torch.cuda.is_available():
         raise PairlessError("precision 16-mixed needs a GPU; use bf16-mixed or 32-true on a CPU")
@@ -317,6 +381,9 @@ def fit(
 ) -> NetDenoiser | None:
     """Train ``objective`` on ``images`` (all with the same ``axes``) and write a model folder to ``out``.
 
+    For an objective trained on pairs (``views == 2``), each item of ``images`` is a pair of
+    registered acquisitions of one object with independent noise (e.g. two halves of a scan).
+
     The folder receives ``config.yaml`` (method, settings, normalisation, what :meth:`Objective.prepare`
     learned), ``weights.safetensors`` from the best-validation checkpoint, ``training_log.csv``,
     ``loss.png`` and ``checkpoints/`` (for ``resume``).  Returns the loaded denoiser.
@@ -331,7 +398,8 @@ def fit(
 
     config = objective.config
     out = Path(out)
-    stacks = as_stacks(images, axes=axes, ndim=config.ndim)
+    stacks = as_stacks(images, axes=axes, ndim=config.ndim) if objective.views == 1 else paired_stacks(
+        images, axes=axes, ndim=config.ndim, views=objective.views)
     mean, std = mean_std(stacks)
     if std == 0:
         raise PairlessError(f"the training images are constant (std 0); {objective.name} needs images with noise")
@@ -342,7 +410,8 @@ def fit(
         torch.manual_seed(seed)
         net = objective.make_net()
     objective.check_patch(patch, net.multiple)
-    sampler = PatchSampler(stacks, patch, val_fraction=config.val_fraction, max_val=config.max_val_patches, seed=seed)
+    sampler = PatchSampler(stacks, patch, val_fraction=config.val_fraction, max_val=config.max_val_patches, seed=seed,
+                           hot_fraction=config.hot_fraction)
     train = torch.utils.data.DataLoader(
         PatchBatches(sampler, batch_size=config.batch_size, length=config.val_every, seed=seed, rotate=objective.augment()),
         batch_size=None,
@@ -351,7 +420,7 @@ def fit(
     held_out = sampler.validation_patches()
     held_out = np.concatenate([held_out] * math.ceil(objective.val_repeats / len(held_out)))
     val = torch.utils.data.DataLoader(torch.from_numpy(held_out), batch_size=config.batch_size)
-    precision, channels_last = resolve_precision(config)
+    precision, channels_last = resolve_precision(config, convolutions=conv_ndim(net))
     module = SelfSupervisedModule(net, objective, seed=seed, channels_last=channels_last)
     best = fit_module(
         module,
@@ -425,6 +494,7 @@ OBJECTIVES = {
     "ne2ne": "pairless.methods.ne2ne:Ne2Ne",
     "bsn": "pairless.methods.bsn:BSN",
     "zsn2n": "pairless.methods.zsn2n:ZSN2N",
+    "n2n": "pairless.methods.n2n:N2N",
 }
 
 

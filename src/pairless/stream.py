@@ -225,7 +225,9 @@ def _denoise_one(path: Path, staged: Path, denoiser: Denoiser, *, axes, block, h
 
     image = read_image(path, axes=axes)
     result = denoise_array(image.data, denoiser, axes=image.axes)
-    return write_image(staged, image.with_data(result))
+    out = image.with_data(result)
+    out.meta["derived_by"] = (getattr(denoiser, "provenance", None) or {}).get("method", type(denoiser).__name__)
+    return write_image(staged, out)
 
 
 def _move_into_place(staged: Path, target: Path) -> None:

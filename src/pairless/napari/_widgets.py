@@ -115,7 +115,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        from pairless.selfsup import OBJECTIVES
+        from pairless.selfsup import OBJECTIVES, objective_class
 
         self.viewer = napari_viewer
         self.worker = None
@@ -127,7 +127,8 @@ class TrainWidget(QWidget):
 
         self.layer_box = _LayerCombo(napari_viewer)
         self.method_box = QComboBox()
-        self.method_box.addItems(list(OBJECTIVES))
+        # one image layer trains a single-image method; Noise2Noise needs pairs (`pairless fit n2n --pairs`)
+        self.method_box.addItems([m for m in OBJECTIVES if objective_class(m).views == 1])
         self.profile_box = QComboBox()
         self.method_box.currentTextChanged.connect(self._profiles)
         self._profiles(self.method_box.currentText())

@@ -19,6 +19,11 @@ SLOPE = 0.2
 MULTIPLE = 4  # the generator halves the size twice
 
 
+# layers whose eval-mode output at a pixel depends only on its neighbourhood: a model made only of
+# these gives the same result tiled or whole; every other layer takes statistics over the whole input
+LOCAL_NORMS = frozenset({"batch", "spectral", "none"})
+
+
 class NormPreset(NamedTuple):
     generator: str
     discriminator: str
@@ -26,7 +31,8 @@ class NormPreset(NamedTuple):
 
 
 PRESETS: dict[str, NormPreset] = {
-    "bin": NormPreset("batch_instance", "batch_instance", "batch_instance"),  # original ISCL
+    # original ISCL: the official BIN, batch moments also at inference (one whole image: InstanceNorm)
+    "bin": NormPreset("batch_instance_iscl", "batch_instance_iscl", "batch_instance_iscl"),
     "optimized": NormPreset("instance", "spectral", "switchable"),  # seed 002's proposal
     "bn": NormPreset("batch", "batch", "batch"),
     "ln": NormPreset("layer", "layer", "layer"),

@@ -9,14 +9,15 @@ itself (spectral normalization acts on weights, so the layer after it is the ide
 ``group``           GroupNorm (eqs. 15-17): groups of 32 channels (one group = LayerNorm).
 ``batch_instance``  ρ·BN + (1-ρ)·IN with a per-channel gate ρ clipped to [0, 1] (Nam & Kim 2018);
                     the BN part uses running statistics at inference.
-``batch_instance_iscl``  the same with the official ISCL semantics: batch moments even at
-                    inference and no running statistics (at batch size 1 this is InstanceNorm).
+``batch_instance_iscl``  the same with the official ISCL semantics (``utils/normalization.py``
+                    ``BIN``): batch moments even at inference, no running statistics, ε = 1e-7
+                    (at batch size 1 this is InstanceNorm, whatever ρ is).
 ``switchable``      SwitchNorm (eqs. 13-14): softmax-weighted IN/LN/BN means and variances;
                     running BN statistics at inference, so batch size 1 is right.
 ``spectral``        W / σ(W) on every weight (eqs. 5-6), via torch's parametrization.
 ``none``            identity.
 
-All statistics are the population (biased) moments of the paper's equations; ε = 1e-5.
+All statistics are the population (biased) moments of the paper's equations; ε = 1e-5 except where noted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ NORMS = (
 )
 GROUP_CHANNELS = 32
 EPS = 1e-5
+ISCL_EPS = 1e-7  # the official BIN's epsilon
 
 
 def make_norm(name: str, channels: int) -> nn.Module:
@@ -52,7 +54,7 @@ def make_norm(name: str, channels: int) -> nn.Module:
     if name == "batch_instance":
         return BatchInstanceNorm2d(channels, running_stats=True)
     if name == "batch_instance_iscl":
-        return BatchInstanceNorm2d(channels, running_stats=False)
+        return BatchInstanceNorm2d(channels, running_stats=False, eps=ISCL_EPS)
     if name == "switchable":
         return SwitchNorm2d(channels)
     if name in ("spectral", "none"):
@@ -112,12 +114,14 @@ class BatchInstanceNorm2d(_RunningBatchStats):
 
     ρ starts at 1 (pure BN) as in ISCL; it is clipped in the forward pass and should be projected
     back with :func:`project_gates_` after each update (the Keras constraint in the official code).
-    ``running_stats=False`` is the official ISCL layer: batch moments always, also at inference.
+    ``running_stats=False`` is the official ISCL layer: batch moments always, also at inference
+    (its running buffers exist but are never updated or read).
     """
 
-    def __init__(self, channels: int, *, running_stats: bool = True, momentum: float = 0.1):
+    def __init__(self, channels: int, *, running_stats: bool = True, momentum: float = 0.1, eps: float = EPS):
         super().__init__(channels, momentum)
         self.running_stats = running_stats
+        self.eps = eps
         self.rho = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
@@ -132,8 +136,8 @@ class BatchInstanceNorm2d(_RunningBatchStats):
             mean_b, var_b = self._running()
         mean_i, var_i = _moments(x, (2, 3))
         rho = self.rho.clamp(0.0, 1.0)
-        x_b = (x - mean_b) / torch.sqrt(var_b + EPS)
-        x_i = (x - mean_i) / torch.sqrt(var_i + EPS)
+        x_b = (x - mean_b) / torch.sqrt(var_b + self.eps)
+        x_i = (x - mean_i) / torch.sqrt(var_i + self.eps)
         return (rho * x_b + (1 - rho) * x_i) * self.weight + self.bias
 
 

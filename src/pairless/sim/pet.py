@@ -10,6 +10,9 @@ with ``A`` a parallel-beam projector (a sparse matrix; its adjoint is its transp
 heavily smoothed copy of the attenuated trues scaled to the scatter fraction) and ``r`` randoms
 (flat).  The longest frame is Poisson(ȳ); a shorter frame taken from the start of the same
 list-mode acquisition is its binomial thinning with the fraction of counts F-18 decay leaves in it.
+A frame can also be split into ``k`` independent parts, as list-mode data can: each count goes to
+one part with probability 1/k (multinomial thinning), so the parts are independent Poisson
+acquisitions of the same object with 1/k of the frame's mean, and they sum to the frame.
 Reconstruction is ordinary-Poisson OSEM with ``c``, ``a``, ``s`` and ``r`` known and no PSF model,
 as a non-PSF Biograph mCT reconstruction (EARL1) does.
 """
@@ -197,6 +200,8 @@ class PetStudy:
     counts: dict[float, float]  # minutes -> total prompts
     config: PetSimConfig
     seconds: dict[str, float] = field(default_factory=dict)
+    #: minutes -> reconstructions of the frame's independent parts (``splits`` > 1), same OSEM
+    parts: dict[float, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def truth(self) -> np.ndarray:
@@ -214,18 +219,22 @@ def simulate_pet(
     slices: int = 61,
     config: PetSimConfig | None = None,
     seed: int = 0,
+    splits: int | tuple[float, ...] = 1,
 ) -> PetStudy:
     """Simulate one list-mode acquisition of a NEMA IQ phantom and reconstruct each frame with OSEM.
 
     The longest of ``minutes`` is the acquisition; each shorter frame is its first minutes, drawn
     by binomial thinning of the same counts.  ``slices`` planes (centred on the sphere plane) are
-    simulated when no ``phantom`` is given.
+    simulated when no ``phantom`` is given.  ``splits`` > 1 also splits every frame's counts into
+    that many independent parts and reconstructs each (``PetStudy.parts``): the pairs Noise2Noise
+    trains on; a tuple of fractions (e.g. ``(0.8, 0.2)``) splits unequally.
     """
     config = config or PetSimConfig()
     if not minutes or min(minutes) <= 0:
         raise PairlessError(f"--minutes must be positive frame durations, got {list(minutes)}")
     if slices < 1:
         raise PairlessError(f"--slices must be at least 1, got {slices}")
+    fractions = split_fractions(splits)
     rng = np.random.default_rng(seed)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -242,25 +251,65 @@ def simulate_pet(
 
     t0 = time.perf_counter()
     data = acquire(phantom, proj=proj, config=config, minutes=minutes, rng=rng)
+    # drawn after the frames, from the same generator: a study with splits has the same frames as one without
+    parts = {m: split_counts(c, fractions, rng=rng) for m, c in data.counts.items()} if len(fractions) > 1 else {}
     seconds["acquisition"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    images = {}
-    for m, counts in data.counts.items():
-        image = osem(counts, proj=proj, sensitivity=data.sensitivity[m], additive=data.additive[m],
+    def reconstruct(counts: np.ndarray, m: float, share: float) -> np.ndarray:
+        image = osem(counts, proj=proj, sensitivity=share * data.sensitivity[m], additive=share * data.additive[m],
                      iterations=config.iterations)
         if config.postfilter_fwhm_mm > 0:
             sigma = config.postfilter_fwhm_mm * FWHM_TO_SIGMA
             image = ndimage.gaussian_filter(image, (0, sigma / config.pixel_mm, sigma / config.pixel_mm))
-        images[m] = image
+        return image
+
+    t0 = time.perf_counter()
+    images = {m: reconstruct(counts, m, 1.0) for m, counts in sorted(data.counts.items())}
     seconds["osem"] = time.perf_counter() - t0
+    if parts:
+        t0 = time.perf_counter()
+        parts = {m: [reconstruct(c, m, f) for c, f in zip(parts[m], fractions)] for m in sorted(parts)}
+        seconds[f"osem of the {len(fractions)} parts"] = time.perf_counter() - t0
     return PetStudy(
         phantom=phantom,
-        images={m: images[m] for m in sorted(images)},
+        images=images,
         counts={m: float(data.counts[m].sum()) for m in sorted(data.counts)},
         config=config,
         seconds=seconds,
+        parts=parts,
     )
+
+
+def split_counts(counts: np.ndarray, parts, *, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split prompts into independent frames: ``parts`` equal ones, or one per fraction of a sequence summing to 1.
+
+    Each count goes to part ``k`` with probability ``fractions[k]``.  Multinomial thinning of a
+    Poisson frame gives independent Poisson frames, each with its fraction of the mean (the
+    list-mode split a scanner can make); they sum to ``counts`` exactly.
+    """
+    fractions = split_fractions(parts)
+    left = counts.astype(np.int64)
+    out, remaining = [], 1.0
+    for f in fractions[:-1]:  # binomial chain: each part takes its share of what is left
+        part = rng.binomial(left, min(f / remaining, 1.0))
+        out.append(part.astype(np.float32))
+        left = left - part
+        remaining -= f
+    out.append(left.astype(np.float32))
+    return out
+
+
+def split_fractions(parts) -> list[float]:
+    """The fraction of the counts of each part: ``parts`` equal ones, or the given fractions (checked)."""
+    if isinstance(parts, int | np.integer):
+        if parts < 1:
+            raise PairlessError(f"--splits must be at least 1 (2 gives the independent halves), got {parts}")
+        return [1.0 / parts] * int(parts)
+    fractions = [float(f) for f in parts]
+    if len(fractions) < 2 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise PairlessError(f"split fractions {fractions} must be at least two positive shares summing to 1, "
+                            f"e.g. 0.5 0.5")
+    return fractions
 
 
 @dataclass
@@ -317,8 +366,12 @@ def scatter_sinogram(trues: np.ndarray, fraction: float, *, bin_mm: float, width
     return (smooth * per_plane / np.maximum(smooth.sum(axis=(1, 2), keepdims=True), 1e-30)).astype(np.float32)
 
 
-def write_study(study: PetStudy, out) -> list:
-    """Write the true activity, μ-map and each frame as NIfTI (ZYX, voxel sizes in mm) plus ``phantom.json``."""
+def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
+    """Write the true activity, μ-map and each frame as NIfTI (ZYX, voxel sizes in mm) plus ``phantom.json``.
+
+    ``dicom`` also writes each frame (and part) as a DICOM PET series (:func:`dicom_series`) in a
+    folder of the same name, all in one study and frame of reference.
+    """
     import json
     from pathlib import Path
 
@@ -326,11 +379,24 @@ def write_study(study: PetStudy, out) -> list:
     from pairless.io import Image, write_image
 
     out = Path(out)
+    written = []
+    if dicom:
+        from pydicom.uid import generate_uid
+
+        uids = {"StudyInstanceUID": generate_uid(), "FrameOfReferenceUID": generate_uid()}
+        frames = [(f"pet_{m:g}min", m, image, 0) for m, image in study.images.items()]
+        frames += [(f"pet_{m:g}min_part{k + 1}", m, image, k + 1)
+                   for m, parts in study.parts.items() for k, image in enumerate(parts)]
+        for number, (name, minutes, image, part) in enumerate(frames, start=1):
+            series = dicom_series(image, study, minutes=minutes, part=part, series_number=number, uids=uids)
+            written.append(write_image(out / f"{name}_dicom", series, dtype=None))
     volumes = {"truth_kBq_per_mL": study.truth, "mu_per_mm": study.phantom.mu}
     volumes.update({f"pet_{m:g}min_kBq_per_mL": image for m, image in study.images.items()})
-    written = [write_image(out / f"{name}.nii.gz", Image(np.asarray(v, np.float32), axes="ZYX",
-                                                          voxel_size=study.voxel_size))
-               for name, v in volumes.items()]
+    volumes.update({f"pet_{m:g}min_part{k + 1}_kBq_per_mL": image
+                    for m, parts in study.parts.items() for k, image in enumerate(parts)})
+    written += [write_image(out / f"{name}.nii.gz", Image(np.asarray(v, np.float32), axes="ZYX",
+                                                           voxel_size=study.voxel_size))
+                for name, v in volumes.items()]
     ph = study.phantom
     info = {
         "voxel_size_mm_zyx": list(ph.voxel_size),
@@ -340,8 +406,53 @@ def write_study(study: PetStudy, out) -> list:
         "sphere_centers_mm_zyx": {f"{d:g}": list(c) for d, c in ph.sphere_centers_mm.items()},
         "coordinates": "world mm = voxel index x voxel size (Z, Y, X)",
         "prompts": {f"{m:g}min": c for m, c in study.counts.items()},
+        "parts_per_frame": max((len(p) for p in study.parts.values()), default=1),
         "config": study.config.model_dump(mode="json"),
     }
     with atomic_path(out / "phantom.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return [*written, out / "phantom.json"]
+
+
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+
+
+def dicom_series(image: np.ndarray, study: PetStudy, *, minutes: float, part: int = 0, series_number: int = 1,
+                 uids: dict | None = None):
+    """One frame as a DICOM PET image series (:class:`pairless.io.Image` with its tags): what a reading station reads.
+
+    Values in Bq/mL (``Units`` BQML), stored per slice as int16 with its own rescale slope; slice
+    positions and orientation in patient mm (head-first supine: rows along +x, columns along +y,
+    planes along +z); ``ActualFrameDuration`` in ms; decay corrected to the acquisition start
+    (``DecayCorrection`` START), as the reconstruction is.  ``part`` > 0 names one of the frame's
+    independent parts in the description.  ``uids`` (``StudyInstanceUID``, ``FrameOfReferenceUID``)
+    put several series in one study.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from pairless.io import Image
+
+    dz, dy, dx = study.voxel_size
+    nz, ny, nx = image.shape
+    # centre the volume on the scanner's origin, as a reconstruction's DICOM geometry does
+    origin = -0.5 * np.array([(nx - 1) * dx, (ny - 1) * dy, (nz - 1) * dz])
+    positions = origin + np.arange(nz)[:, None] * np.array([0.0, 0.0, dz])
+    drug = Dataset()
+    drug.Radiopharmaceutical = "Fluorodeoxyglucose"
+    drug.RadionuclideHalfLife = f"{HALF_LIFE_F18_MIN * 60:.1f}"
+    drug.RadiopharmaceuticalStartTime = "000000"
+    description = f"NEMA IQ {minutes:g} min" + (f" part {part}" if part else "") + " OSEM"
+    tags = {
+        "SOPClassUID": PET_IMAGE_STORAGE, "Modality": "PT", "ImageType": ["ORIGINAL", "PRIMARY"],
+        "PatientName": "NEMA^IQ phantom", "PatientID": "pairless-sim", "PatientPosition": "HFS",
+        "Manufacturer": "pairless simulator", "SeriesDescription": description, "SeriesNumber": series_number,
+        "Units": "BQML", "SeriesType": ["STATIC", "IMAGE"], "CountsSource": "EMISSION",
+        "CorrectedImage": ["DECY", "ATTN", "SCAT", "RAN", "NORM"], "DecayCorrection": "START",
+        "ActualFrameDuration": int(round(minutes * 60_000)), "FrameReferenceTime": 0,
+        "ReconstructionMethod": f"OSEM {study.config.iterations}i{study.config.subsets}s",
+        "SliceThickness": f"{dz:g}", "RadiopharmaceuticalInformationSequence": Sequence([drug]),
+        **(uids or {}),
+    }
+    meta = {"format": "dicom", "dicom": tags, "orientation": [1.0, 0, 0, 0, 1.0, 0], "positions": positions}
+    return Image(np.asarray(image, np.float32) * 1000.0, axes="ZYX", voxel_size=study.voxel_size, meta=meta)
