@@ -179,6 +179,7 @@ class PatchSampler:
                             for s in stacks], float)
         self.weights = weights / weights.sum()
         self.hot = [hot_spots(s, len(patch)) for s in stacks] if hot_fraction > 0 else []
+        self.spots = [(i, k) for i, regions in enumerate(self.hot) for k in range(len(regions))]
 
     def validation_patches(self) -> np.ndarray:
         out = []
@@ -197,7 +198,7 @@ class PatchSampler:
         out = np.empty((count, self.views, *self.patch), dtype=np.float32)
         k = 0
         for _ in range(100 * count):
-            if self.hot and rng.random() < self.hot_fraction:
+            if self.spots and rng.random() < self.hot_fraction:
                 i, j, corner = self._near_hot_spot(rng)
             else:
                 i = rng.choice(len(self.stacks), p=self.weights)
@@ -222,8 +223,7 @@ class PatchSampler:
 
     def _near_hot_spot(self, rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
         """A patch holding a voxel of one bright structure: structure uniform over all, voxel uniform in it."""
-        spots = [(i, k) for i, regions in enumerate(self.hot) for k in range(len(regions))]
-        i, k = spots[rng.integers(len(spots))]
+        i, k = self.spots[rng.integers(len(self.spots))]
         j, *voxel = self.hot[i][k][rng.integers(len(self.hot[i][k]))]
         shape = self.stacks[i].shape[-len(self.patch):]
         corner = np.array([min(max(v - rng.integers(p), 0), n - p) for v, p, n in zip(voxel, self.patch, shape)])

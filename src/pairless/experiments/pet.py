@@ -100,7 +100,7 @@ def run_pet_study(out: str | Path, *, config: PetStudyConfig | None = None, prog
     for seed in config.seeds:
         images, study, timing, chosen = _denoise_seed(config, seed, out / f"seed{seed}", progress)
         t0 = time.perf_counter()
-        m, r, b = _evaluate(images, study, seed)
+        m, r, b, conventions = _evaluate(images, study, seed)
         metrics += m
         recoveries += r
         bias += b
@@ -109,7 +109,7 @@ def run_pet_study(out: str | Path, *, config: PetStudyConfig | None = None, prog
         for stage, value in timing.items():
             seconds[f"seed {seed}: {stage}"] = value
         if first is None:
-            first = (images, study)
+            first = (images, study, conventions)
     t0 = time.perf_counter()
     report = _report(config, first, metrics, recoveries, bias, selection, out, seconds)
     path = report.write(out)
@@ -204,7 +204,8 @@ def _methods(images: dict) -> list[str]:
     return [name for name in images if name.startswith("2min")]
 
 
-def _evaluate(images: dict, study, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+def _evaluate(images: dict, study, seed: int) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Image metrics, RC rows and background bias of one seed, and the RC analysis's conventions."""
     from pairless.metrics.image import nrmse, psnr, ssim
     from pairless.metrics.pet import evaluate_nema, locate_nema
 
@@ -237,6 +238,8 @@ def _evaluate(images: dict, study, seed: int) -> tuple[list[dict], list[dict], l
         except PairlessError:  # a denoiser that erased the spheres fails every band rather than stopping the study
             result = _no_spheres(images[name], fit, voxel_size)
         backgrounds[name] = result["background_measured"]
+        if name == "truth":
+            conventions = result["conventions"]
         for s in result["spheres"]:
             recoveries.append({
                 "seed": seed, "image": name, "diameter_mm": s["diameter_mm"], "rc_max": s["rc_max"],
@@ -249,7 +252,7 @@ def _evaluate(images: dict, study, seed: int) -> tuple[list[dict], list[dict], l
         bias.append({"seed": seed, "image": name, "background_kBq_per_mL": backgrounds[name],
                      "bias_vs_truth_pct": 100 * (backgrounds[name] / phantom.background_activity - 1),
                      "bias_vs_2min_pct": 100 * (backgrounds[name] / backgrounds["2min"] - 1)})
-    return metrics, recoveries, bias
+    return metrics, recoveries, bias, conventions
 
 
 def _no_spheres(image: np.ndarray, fit, voxel_size) -> dict:
@@ -305,7 +308,7 @@ def _report(config, first, metrics, recoveries, bias, selection, out: Path, seco
     matplotlib.use("Agg", force=False)
     from pairless.report import Report
 
-    images, study = first
+    images, study, conventions = first
     sim = study.config
     seeds = list(config.seeds)
     findings = _findings(metrics, recoveries)
@@ -337,7 +340,7 @@ def _report(config, first, metrics, recoveries, bias, selection, out: Path, seco
                      "(the paper's Table 1 beside ours; finding 1 = beats both filters on all three, per seed)")
     report.add_table(_summary(metrics, findings, "truth", paper=False), caption="Against the true activity")
     report.add_text("## Recovery coefficients\n\nConventions: " + "; ".join(
-        f"**{k}**: {v}" for k, v in _rc_conventions(study).items()))
+        f"**{k}**: {v}" for k, v in conventions.items()))
     report.add_table(_rc_summary(recoveries), caption="RCmax / RCmean / RCpeak per sphere, mean ± sd over the "
                      "seeds; EARL1 and EARL2 verdicts of RCmax and RCmean as passes over the seeds")
     report.add_text("## Quantitation\n\nBackground mean over the NEMA background ROIs (12 circles of 37 mm on "
@@ -433,13 +436,6 @@ def _bias_summary(bias) -> list[dict]:
         row["within 1 % of the 2-minute image"] = all(abs(r["bias_vs_2min_pct"]) < 1 for r in mine)
         out.append(row)
     return out
-
-
-def _rc_conventions(study) -> dict:
-    from pairless.metrics.pet import evaluate_nema
-
-    return evaluate_nema(study.truth, voxel_size=study.voxel_size, sphere_activity=study.phantom.sphere_activity,
-                         background_activity=study.phantom.background_activity)["conventions"]
 
 
 def _calibration(study) -> str:
