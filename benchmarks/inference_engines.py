@@ -3,16 +3,22 @@ in the same run; and out-of-core OME-Zarr peak memory as the volume grows 16×.
 
 Model: the default U-Net (depth 2, 32 filters, batch norm; 333,729 parameters), trained here for
 ``--steps`` supervised steps on noisy/clean patches of scikit-image's ``camera`` (σ = 25/255), so it
-is a real denoiser and the PSNR against the clean image means something.  Images: the camera
-tiled 4×4 (2048²) with fresh noise, and a 64×512×512 stack of noisy camera slices (denoised slice
-by slice, the tiles of all slices pooled).  Both are predicted with :func:`pairless.predict.predict_tiled`
-(tile 256, overlap 32, blended).
+is a real denoiser and the PSNR against the clean image means something (600 steps: ~28 dB from
+20.2; a 60-step model's own bias made bf16's ΔPSNR look like a constant −0.07 dB, while on trained
+checkpoints it is −0.04 to +0.05 dB).  Images: the camera tiled 4×4 (2048²) with fresh noise, and
+a 64×512×512 stack of noisy camera slices (denoised slice by slice, the tiles of all slices pooled).
+Both are predicted with :func:`pairless.predict.predict_tiled` (overlap 32, blended).
+
+Rows are ``engine@tile``.  **Today's path** is ``torch@256``: PyTorch bf16 + channels-last with
+256-px tiles, the default when the issue was filed; every row's MP/s is divided by its MP/s *in this
+run*.  The other rows use the new default tile (:data:`pairless.predict.DEFAULT_TILE`, balanced:
+as few tiles as that edge needs, shrunk to the smallest edge that covers the image).
 
 Each (engine, image) runs in a fresh process, so its peak RSS (``VmHWM``) is its own: the child
 loads the model, makes the image, predicts a 512² crop once (export/compile and batch shapes are
 warmed; not timed), then times one whole-image prediction.  ``torch`` is today's path (bf16 +
 channels-last on a CPU with native bf16); every engine's MP/s is divided by its MP/s *in this run*.
-``gate dB`` is the PSNR of the engine's output against the fp32 PyTorch output over its data range
+``gate dB`` is the PSNR of the engine's output against the fp32 PyTorch output at the same tile over its data range
 (the ``auto`` gate, :data:`pairless.engines.GATE_DB`, is ≥ 70 dB; ``inference_engines_gate50.json`` is a run with 50 dB); ``ΔPSNR`` is the change in denoising PSNR against the clean image.
 
 Out of core: an OME-Zarr (NGFF 0.5) volume of ``--ooc-slices`` × 512 × 512 and one 16× deeper are
@@ -21,7 +27,7 @@ denoised by :func:`pairless.chunked.denoise_chunked` (the engine ``auto`` picks,
 A first run of the small volume fills the ``auto`` cache (its probe holds every engine at once) and
 is reported as ``probe``.
 
-Usage: ``python benchmarks/inference_engines.py [--steps 150] [--engines ...] [--ooc-slices 64] [--json PATH]``
+Usage: ``python benchmarks/inference_engines.py [--steps 600] [--engines ...] [--ooc-slices 64] [--json PATH]``
 Writes ``benchmarks/results/inference_engines.json`` by default.
 """
 
@@ -41,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 SIGMA = 25 / 255
-TILE, OVERLAP = 256, 32
+TODAY_TILE, OVERLAP = 256, 32
+TODAY = f"torch@{TODAY_TILE}"
 ENGINES = ["torch", "torch-fp32", "onnxruntime", "openvino-f32", "openvino-bf16", "auto"]
 
 CHILD = r"""
@@ -50,22 +57,23 @@ import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
 from inference_engines import load_net, make_image, peak_mib
 from pairless.predict import predict_tiled
-engine, kind, model, out, threads = sys.argv[2:7]
+engine, kind, model, out, threads, tile = sys.argv[2:8]
+tile = int(tile)
 torch.set_num_threads(int(threads))
 net = load_net(model)
 noisy, _ = make_image(kind)
 x = torch.from_numpy(noisy)[:, None] if noisy.ndim == 3 else torch.from_numpy(noisy)[None, None]
 base = peak_mib()
 t = time.perf_counter()
-predict_tiled(net, x[:1, :, :512, :512].contiguous(), tile=%(tile)d, overlap=%(overlap)d, multiple=4, engine=engine)
+predict_tiled(net, x[:1, :, :512, :512].contiguous(), tile=tile, overlap=%(overlap)d, multiple=4, engine=engine)
 warm = time.perf_counter() - t
 t = time.perf_counter()
-y = predict_tiled(net, x, tile=%(tile)d, overlap=%(overlap)d, multiple=4, engine=engine)
+y = predict_tiled(net, x, tile=tile, overlap=%(overlap)d, multiple=4, engine=engine)
 seconds = time.perf_counter() - t
 peak = peak_mib()
 np.save(out, y.numpy()[:, 0] if noisy.ndim == 3 else y.numpy()[0, 0])
 print(json.dumps({"seconds": seconds, "warmup_s": warm, "base_mib": base, "peak_mib": peak}))
-""" % {"tile": TILE, "overlap": OVERLAP}
+""" % {"overlap": OVERLAP}
 
 OOC_CHILD = r"""
 import json, sys, time
@@ -166,7 +174,7 @@ class NetAsDenoiser:
                 self.net = net
 
             def forward(self, y, sigma=None):
-                return predict_tiled(self.net, y, tile=TILE, overlap=OVERLAP, multiple=4)
+                return predict_tiled(self.net, y, overlap=OVERLAP, multiple=4)
 
         return _D()
 
@@ -215,7 +223,7 @@ def run(script: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="+", default=ENGINES)
     parser.add_argument("--images", nargs="*", default=["2048", "volume"], help="none: only the out-of-core part")
@@ -225,6 +233,10 @@ def main() -> None:
 
     from pairless.engines import candidates, installed
     from pairless.files import atomic_path
+    from pairless.predict import DEFAULT_TILE
+
+    # today's path and its fp32 twin at the old tile, then every engine at the default tile
+    rows_run = [("torch", TODAY_TILE), ("torch-fp32", TODAY_TILE)] + [(e, DEFAULT_TILE) for e in args.engines]
 
     work = Path(tempfile.mkdtemp(prefix="pairless-engines-"))
     os.environ.setdefault("PAIRLESS_CACHE_DIR", str(work / "cache"))  # a fresh probe, measured in this run
@@ -232,7 +244,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
                     "python": platform.python_version()},
         "installed": {e: installed(e) for e in ("onnxruntime", "openvino")}, "auto_candidates": candidates(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "tile": TILE, "overlap": OVERLAP,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "today": TODAY, "tile": DEFAULT_TILE, "overlap": OVERLAP,
     }
     try:
         model = work / "unet.pt"
@@ -243,24 +255,25 @@ def main() -> None:
             noisy, clean = make_image(kind)
             megapixels = noisy.size / 1e6
             rows = {}
-            for engine in args.engines:
-                out = work / f"{kind}-{engine}.npy"
-                row = run(CHILD, engine, kind, str(model), str(out), str(args.threads))
+            for engine, tile in rows_run:
+                name = f"{engine}@{tile}"
+                out = work / f"{kind}-{name}.npy"
+                row = run(CHILD, engine, kind, str(model), str(out), str(args.threads), str(tile))
                 if "error" not in row:
                     y = np.load(out)
                     row.update(mp_s=megapixels / row["seconds"], psnr_clean_db=psnr(y, clean, 1.0))
-                rows[engine] = row
-                print(kind, engine, row, flush=True)
-            reference = np.load(work / f"{kind}-torch-fp32.npy") if (work / f"{kind}-torch-fp32.npy").exists() else None
-            base = rows.get("torch", {}).get("mp_s")
-            for engine, row in rows.items():
+                rows[name] = row
+                print(kind, name, row, flush=True)
+            base = rows.get(TODAY, {}).get("mp_s")
+            for name, row in rows.items():
+                reference = work / f"{kind}-torch-fp32@{name.split('@')[1]}.npy"
                 if "error" in row:
                     continue
                 if base:
-                    row["ratio_to_torch"] = row["mp_s"] / base
-                if reference is not None:
-                    row["gate_db"] = psnr(np.load(work / f"{kind}-{engine}.npy"), reference)
-                    row["delta_psnr_db"] = row["psnr_clean_db"] - rows["torch-fp32"]["psnr_clean_db"]
+                    row["ratio_to_today"] = row["mp_s"] / base
+                if reference.exists():
+                    row["gate_db"] = psnr(np.load(work / f"{kind}-{name}.npy"), np.load(reference))
+                    row["delta_psnr_db"] = row["psnr_clean_db"] - psnr(np.load(reference), clean, 1.0)
             results[kind] = {"megapixels": megapixels, "engines": rows}
         report["results"] = results
         cache = Path(os.environ["PAIRLESS_CACHE_DIR"]) / "engines.json"
@@ -292,6 +305,14 @@ def main() -> None:
     with atomic_path(args.json) as tmp:
         tmp.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    for kind, result in report.get("results", {}).items():
+        print(f"\n{kind} ({result['megapixels']:.1f} MP): engine@tile, MP/s, × {TODAY}, peak MiB, gate dB, ΔPSNR dB")
+        for name, row in result["engines"].items():
+            if "error" in row:
+                print(f"  {name:20s} error: {row['error']}")
+                continue
+            print(f"  {name:20s} {row['mp_s']:7.3f} {row.get('ratio_to_today', float('nan')):6.2f}× "
+                  f"{row['peak_mib']:8.1f} {row.get('gate_db', float('nan')):7.1f} {row.get('delta_psnr_db', float('nan')):+8.4f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ the model folder) has D's loss and the PSNR of each estimate on the noisy set's 
 Usage (one core, as the project's CPU measurements are run)::
 
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/iscl_quick.py --noise charge \\
-        [--norm optimized] [--set steps=2000 --set lr=5e-4] [--dncnn]
+        [--norm optimized] [--set steps=2000 --set lr=5e-4] [--dncnn] [--crop 0]
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from pairless.sim.em import NOISE_TYPES, em_noise
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def fold_data(kind: str, *, seed: int = 0, fold: int = 0, clean_dir: Path = DEFAULT_CLEAN):
-    """(noisy set, clean set, noisy set's truths, test noisy, test clean) of one fold, as the study makes them."""
+def fold_data(kind: str, *, seed: int = 0, fold: int = 0, clean_dir: Path = DEFAULT_CLEAN, crop: int | None = -1):
+    """(noisy set, clean set, noisy set's truths, test noisy, test clean) of one fold, as the study makes
+    them; ``crop`` -1 is the profile's crop, None the whole slices."""
     prof = PROFILES["quick"]
-    images = [_crop(im, prof.crop) for _, im in read_clean_folder(clean_dir)]
+    images = [_crop(im, prof.crop if crop == -1 else crop) for _, im in read_clean_folder(clean_dir)]
     k = NOISE_TYPES.index(kind)
     mode = getattr(prof, "noise_mode", "structural")
     noisy = [em_noise(im, kind=kind, mode=mode, rng=np.random.default_rng((seed, k, i)))
@@ -93,12 +94,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dncnn", action="store_true", help="also train the paired DnCNN reference (quick)")
     parser.add_argument("--out", type=Path, default=None, help="model folder (default: a temporary one)")
+    parser.add_argument("--crop", type=int, default=-1, help="centre crop edge (-1: the profile's; 0: whole slices)")
     args = parser.parse_args()
 
     overrides = dict(kv.split("=", 1) for kv in args.set)
     config = profile_config("quick").model_copy(update={k: _value(v) for k, v in overrides.items()})
     config = type(config).from_dict(config.model_dump())  # validate the overrides
-    noisy, clean, truth, test_noisy, test_clean = fold_data(args.noise, seed=args.seed)
+    crop = None if args.crop == 0 else args.crop
+    noisy, clean, truth, test_noisy, test_clean = fold_data(args.noise, seed=args.seed, crop=crop)
     rows = {"noisy": _score(test_noisy, test_clean)}
     gaussian = make_classical("gaussian", auto=True)
     rows["gaussian"] = _score([denoise_array(x, gaussian, axes="YX") for x in test_noisy], test_clean)
@@ -111,6 +114,9 @@ def main() -> None:
     for name, images in iscl_estimates(den, test_noisy).items():
         rows[f"iscl_{name}"] = _score(images, test_clean)
     rows["iscl"] = _score([denoise_array(x, den, axes="YX") for x in test_noisy], test_clean)  # the denoiser path
+    # the same on the noisy set F was trained on: a gain far above the test one means F fits those images
+    rows["noisy_train"] = _score(noisy, truth)
+    rows["iscl_train"] = _score([denoise_array(x, den, axes="YX") for x in noisy], truth)
     if args.dncnn:
         from pairless.methods.supervised import fit_supervised
 
@@ -134,7 +140,7 @@ def main() -> None:
 
     versions = {m.__name__: hashlib.sha1(Path(m.__file__).read_bytes()).hexdigest()[:10] for m in (sim, study)}
     result = {
-        "noise": args.noise, "norm": args.norm, "study_profile": str(PROFILES["quick"]), "sources": versions, "overrides": overrides, "fit_s": round(fit_s, 1),
+        "noise": args.noise, "norm": args.norm, "crop": crop if args.crop != -1 else PROFILES["quick"].crop, "study_profile": str(PROFILES["quick"]), "sources": versions, "overrides": overrides, "fit_s": round(fit_s, 1),
         "torch_threads": torch.get_num_threads(), "rows": rows, "curve": curve, "model": str(out),
     }
     for r in curve:
@@ -143,7 +149,8 @@ def main() -> None:
         print(f"{name:10s} PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}")
     print(f"fit {fit_s:.0f} s")
     RESULTS.mkdir(exist_ok=True)
-    tag = "_".join([args.noise, args.norm, *(f"{k}{v}" for k, v in overrides.items())]).replace("/", "")
+    tag = "_".join([args.noise, args.norm, *(f"{k}{v}" for k, v in overrides.items()),
+                    *([f"crop{args.crop}"] if args.crop != -1 else [])]).replace("/", "")
     (RESULTS / f"iscl_quick_{tag}.json").write_text(json.dumps(result, indent=1))
 
 

@@ -103,6 +103,30 @@ def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
     assert len(calls) == 18  # reuse is opt-in
 
 
+def test_reuse_trains_again_when_a_method_setting_changes(tmp_path):
+    from pairless.experiments.em import method, read_clean_folder
+
+    images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
+    calls = []
+
+    def counted(data, **kwargs):
+        calls.append(data.noise)
+        return _tiny_dncnn(data, **kwargs)
+
+    def with_steps(steps):
+        return [Method("dncnn", counted, "DnCNN tiny", settings=lambda profile: {"steps": steps})]
+
+    run_em_study(images, methods=with_steps(5), out=tmp_path / "s", reuse=True, noise_types=("charge",), progress=False)
+    run_em_study(images, methods=with_steps(5), out=tmp_path / "s", reuse=True, noise_types=("charge",), progress=False)
+    assert len(calls) == 3  # same settings: read back
+    run_em_study(images, methods=with_steps(9), out=tmp_path / "s", reuse=True, noise_types=("charge",), progress=False)
+    assert len(calls) == 6  # other steps: trained again
+    # ISCL rows carry their steps: the profile's unless overridden
+    assert method("iscl-bin").settings("quick") == {"steps": 1200}
+    assert method("iscl-bin", iscl_steps=600).settings("quick") == {"steps": 600}
+    assert method("gaussian").settings is None
+
+
 def test_rank_agreement_is_spearman_against_table_2():
     cols = ("charge_psnr", "charge_ssim", "film_psnr", "film_ssim")
     rows = [{"method": name, **{c: v for c, v in zip(cols, vals)}, **{f"paper_{c}": v for c, v in zip(cols, vals)}}

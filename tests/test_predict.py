@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pairless.errors import PairlessError
-from pairless.predict import predict_tiled
+from pairless.predict import _balanced_edge, _starts, predict_tiled
 
 
 class PoolNet(nn.Module):
@@ -68,6 +68,33 @@ def test_tiled_equals_one_forward_3d():
     tiled = predict_tiled(net, x, tile=8, overlap=6, multiple=1, precision="32")  # tiles along Z too
     assert tiled.shape == x.shape
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", range(24, 400, 7))
+@pytest.mark.parametrize(("tile", "overlap", "multiple"), [(64, 8, 4), (512, 32, 16), (48, 30, 2), (100, 0, 1)])
+def test_balanced_tiles_are_as_few_and_no_larger_and_still_cover_with_the_overlap(size, tile, overlap, multiple):
+    size = -(-size // multiple) * multiple  # predict_tiled pads to the multiple first
+    tile = min(tile // multiple * multiple, size)
+    edge = _balanced_edge(size, tile, overlap, multiple)
+    starts = _starts(size, edge, overlap, multiple)
+    assert edge <= tile and edge % multiple == 0
+    assert len(starts) == len(_starts(size, tile, overlap, multiple))
+    assert starts[0] == 0 and starts[-1] + edge == size
+    assert all(a + edge - b >= overlap for a, b in zip(starts, starts[1:]))
+    if edge - multiple > overlap:  # a smaller edge would need more tiles
+        assert len(_starts(size, edge - multiple, overlap, multiple)) > len(starts)
+
+
+def test_the_network_sees_the_balanced_tile_not_the_largest():
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[2:]))
+            return x
+
+    predict_tiled(Recorder(), torch.zeros(1, 1, 100, 100), tile=64, overlap=8, multiple=4, precision="32")
+    assert set(seen) == {(56, 56)}  # 2 tiles of 56 cover 100 px with ≥ 8 px overlap; 64 would waste 28
 
 
 @pytest.mark.parametrize("shape", [(37, 51), (9, 37, 29)])
@@ -144,7 +171,7 @@ def test_bf16_is_close_to_fp32_and_restores_training_mode():
     "shape, options",
     [
         ((1, 2, 8, 8), {}),
-        ((1, 1, 8, 8), {"overlap": 300}),
+        ((1, 1, 8, 8), {"overlap": 600}),  # not below the default tile (512)
         ((1, 1, 8, 8), {"precision": "64"}),
         ((1, 1, 0, 8), {}),
     ],

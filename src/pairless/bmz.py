@@ -42,6 +42,7 @@ from torch import nn
 from pairless import __version__
 from pairless.denoiser import SPATIAL, Denoiser
 from pairless.errors import PairlessError
+from pairless.predict import DEFAULT_TILE
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 FORMAT_VERSION = "0.5.4"  # the oldest 0.5 release with everything used here: readable by older BMZ tools
@@ -98,7 +99,7 @@ class PackagedDenoiser(Denoiser):
     """
 
     def __init__(self, net: nn.Module, norm: Normalisation, *, spatial_ndim: int, multiple: int,
-                 tile: int = 256, overlap: int = 32, tta: bool = False, precision: str = "auto"):
+                 tile: int = DEFAULT_TILE, overlap: int = 32, tta: bool = False, precision: str = "auto"):
         super().__init__()
         self.net = net.eval()
         self.norm, self.spatial_ndim, self.multiple = norm, spatial_ndim, multiple
@@ -674,7 +675,7 @@ def read_bmz(path: str | os.PathLike) -> tuple[dict, zipfile.ZipFile, dict]:
         raise
 
 
-def load_bmz(path: str | os.PathLike, *, tile: int = 256, overlap: int = 32, tta: bool = False) -> Denoiser:
+def load_bmz(path: str | os.PathLike, *, tile: int = DEFAULT_TILE, overlap: int = 32, tta: bool = False) -> Denoiser:
     """Read a bioimage.io 0.5 denoiser package into a pairless denoiser, running nothing from the package.
 
     The network comes from the ``pytorch_state_dict`` entry when its architecture is one of

@@ -58,7 +58,10 @@ def denoise(
             "transform (σ = 1), invert without bias.",
         ),
     ] = False,
-    tile: Annotated[int, typer.Option(help="Tile size for learned models (bounds memory).")] = 256,
+    tile: Annotated[
+        Optional[int],
+        typer.Option(help="Largest tile edge for learned models (default 512; 3D tiles are at most 32×256×256).")
+    ] = None,
     overlap: Annotated[int, typer.Option(help="Overlap between tiles, blended smoothly.")] = 32,
     tta: Annotated[bool, typer.Option("--tta", help="8-fold test-time augmentation (learned models).")] = False,
     engine: Annotated[
@@ -106,6 +109,8 @@ def _make_denoiser(method: str, *, sigma, size, auto, tile, overlap, tta, vst=Fa
         )
     if vst:
         raise PairlessError("--vst is for the classical filters nlm and bm3d, not a trained model; drop --vst")
+    if tile is None:
+        from pairless.predict import DEFAULT_TILE as tile
     if Path(method).is_file():  # a BioImage Model Zoo package (.zip): read, never run (pairless.bmz)
         from pairless.bmz import load_bmz
 
@@ -566,6 +571,9 @@ def reproduce_em_command(
     run_folds: Annotated[
         Optional[int], typer.Option("--run-folds", help="Train and score only the first N folds of the split.")
     ] = None,
+    iscl_steps: Annotated[
+        Optional[int], typer.Option("--iscl-steps", help="ISCL training steps instead of the profile's (quick: 1200).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the noise and the training.")] = 0,
 ) -> None:
     """Seed 002's Table 2: ISCL normalizations, paired and self-supervised networks, filters on charge/film noise.
@@ -577,7 +585,7 @@ def reproduce_em_command(
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     kinds = tuple(k.strip() for k in noise.split(",") if k.strip()) if noise else ("charge", "film")
     html = reproduce_em(out, profile=profile, clean=clean, methods=chosen, noise_mode=noise_mode, noise_types=kinds,
-                        run_folds=run_folds, seed=seed, reuse=reuse)
+                        run_folds=run_folds, iscl_steps=iscl_steps, seed=seed, reuse=reuse)
     typer.echo(f"report written to {html}")
 
 

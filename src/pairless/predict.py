@@ -11,8 +11,12 @@ ramped (there is no neighbour to blend with).  When the network's receptive radi
 quarter of the overlap, tiled and untiled prediction agree to float precision.
 
 Tile starts are multiples of the network's ``multiple`` (2^depth for a U-Net), so pooling sees the
-same grid in every tile as in the whole image.  In 3D a tile is ``(min(tile, 32), tile, tile)``
-voxels along (Z, Y, X), with the Z overlap capped at half the Z tile.
+same grid in every tile as in the whole image.  Along each axis the tiles are as few as ``tile``
+allows and then shrunk to the smallest equal edge that still covers the axis with the overlap, so no
+tile is spent mostly on a sliver at the border (2048 px at ``tile`` 512 takes 5 tiles of 436, not 5
+of 512).  In 3D a tile is at most ``(32, 256, 256)`` voxels along (Z, Y, X), whatever ``tile`` says
+(a 32 × 512² tile of a 32-channel network needs ~1 GB per layer), with the Z overlap capped at half
+the Z tile.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from torch import Tensor, nn
 from pairless.errors import PairlessError
 
 PRECISIONS = ("auto", "32", "bf16", "16")
+DEFAULT_TILE = 512  # a 512² image (the commonest microscope frame) in one tile, as fast per pixel as it gets
 TILE_Z = 32  # 3D tiles are this deep at most: a (32, 256, 256) tile of 32 channels is ~270 MB in fp32
+TILE_YX_3D = 256
 PIXELS_PER_FORWARD = 1 << 19  # tiles are batched up to about this many pixels per forward pass
 
 
@@ -35,7 +41,7 @@ def predict_tiled(
     net: nn.Module,
     x: Tensor,
     *,
-    tile: int = 256,
+    tile: int = DEFAULT_TILE,
     overlap: int = 32,
     tta: bool = False,
     multiple: int = 4,
@@ -53,8 +59,10 @@ def predict_tiled(
     x
         Normalised input; the result has the same shape, dtype float32, on ``x``'s device.
     tile, overlap
-        Tile edge (rounded down to ``multiple``) and minimum overlap of neighbouring tiles, in
-        pixels; ``overlap < tile``.  Larger tiles waste less work on overlaps but need more memory.
+        Largest tile edge (rounded down to ``multiple``; 3D tiles are capped, see the module) and
+        minimum overlap of neighbouring tiles, in pixels; ``overlap < tile``.  Larger tiles waste
+        less work on overlaps; memory is bounded by batching tiles up to a fixed pixel count, and
+        by one tile when a tile is larger than that.
     tta
         Average the 8 rotations/flips in the YX plane (each inverse-transformed).
     multiple
@@ -98,10 +106,11 @@ def predict_tiled(
     tiles, overlaps = [], []
     for axis, size in enumerate(padded):
         depth_axis = len(padded) == 3 and axis == 0
-        edge = min(tile, TILE_Z) if depth_axis else tile
+        edge = min(tile, TILE_Z if depth_axis else TILE_YX_3D) if len(padded) == 3 else tile
         edge = min(max(edge // multiple * multiple, multiple), size)
-        tiles.append(edge)
-        overlaps.append(min(overlap, edge // 2) if depth_axis else overlap)
+        axis_overlap = min(overlap, edge // 2) if depth_axis else overlap
+        tiles.append(_balanced_edge(size, edge, axis_overlap, multiple))
+        overlaps.append(axis_overlap)
     starts = [_starts(size, t, o, multiple) for size, t, o in zip(padded, tiles, overlaps)]
     windows = [
         [_window(t, o, left=s > 0, right=s + t < size, device=x.device) for s in axis_starts]
@@ -137,6 +146,19 @@ def predict_tiled(
         out /= _outer(norms)
     # clone outside inference mode: the caller gets an ordinary tensor, not an inference tensor
     return out[(..., *(slice(0, s) for s in spatial))].clone()
+
+
+def _balanced_edge(size: int, tile: int, overlap: int, multiple: int) -> int:
+    """The smallest edge (a multiple of ``multiple``, at most ``tile``) that covers ``size`` with as
+    few overlapping tiles as ``tile`` needs."""
+    if tile >= size:
+        return tile
+    count = len(_starts(size, tile, overlap, multiple))
+    edge = tile
+    # shrink while the same number of tiles still covers the axis (the overlap kept ≥ ``overlap``)
+    while edge - multiple > overlap and len(_starts(size, edge - multiple, overlap, multiple)) == count:
+        edge -= multiple
+    return edge
 
 
 def _starts(size: int, tile: int, overlap: int, multiple: int) -> list[int]:

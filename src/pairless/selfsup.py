@@ -24,6 +24,7 @@ from torch import nn
 from pairless.config import SelfSupervisedConfig
 from pairless.denoiser import SPATIAL, Denoiser
 from pairless.errors import PairlessError
+from pairless.predict import DEFAULT_TILE
 
 # --------------------------------------------------------------------------------------------------
 # The method interface
@@ -464,7 +465,7 @@ def fit(
 class NetDenoiser(Denoiser):
     """A trained network with its normalisation; tiles large images through ``pairless.predict``."""
 
-    def __init__(self, net: nn.Module, *, normalisation: dict, tile: int = 256, overlap: int = 32, tta: bool = False):
+    def __init__(self, net: nn.Module, *, normalisation: dict, tile: int = DEFAULT_TILE, overlap: int = 32, tta: bool = False):
         super().__init__()
         self.net = net.eval()
         self.spatial_ndim = net.ndim

@@ -113,6 +113,9 @@ class Method:
     name: str
     fit: Callable[..., Denoiser]
     label: str = ""
+    # what the row's scores depend on beyond the data, the split, the seed and the profile (e.g. ISCL's
+    # steps), as a function of the profile; part of the key under which --reuse finds the row
+    settings: Callable[[str], dict] | None = None
 
 
 class Identity(Denoiser):
@@ -122,8 +125,8 @@ class Identity(Denoiser):
         return y
 
 
-def method(name: str) -> Method:
-    """The study's method ``name`` (one of :data:`METHODS`)."""
+def method(name: str, *, iscl_steps: int | None = None) -> Method:
+    """The study's method ``name`` (one of :data:`METHODS`); ``iscl_steps`` overrides the profile's for ISCL."""
     if name == "noisy":
         fit = _fit_identity
     elif name in ("gaussian", "median", "nlm"):
@@ -135,7 +138,8 @@ def method(name: str) -> Method:
     elif name in SELF_SUPERVISED:
         fit = _self_supervised(name)
     elif name.startswith("iscl-") and name[5:] in ISCL_NORMS:
-        fit = _iscl(name[5:])
+        return Method(name, _iscl(name[5:], iscl_steps), LABELS[name],
+                      settings=lambda profile: {"steps": _iscl_config(profile, iscl_steps).steps})
     else:
         raise PairlessError(f"unknown EM study method {name!r}; use some of {', '.join(METHODS)}")
     return Method(name, fit, LABELS[name])
@@ -170,9 +174,9 @@ def run_em_study(
 
     ``out`` receives each trained model folder and its test scores (``out/models/<noise>/fold<k>/<method>``).
     ``folds``, ``run_folds`` and ``noise_mode`` override the profile's.  With ``reuse``, a row whose
-    folder already holds scores of the same data, split, seed and profile is read back instead of
-    trained again (so a study can be completed in several sittings; delete a row's folder, or leave
-    ``reuse`` off, after changing that method's code).
+    folder already holds scores of the same data, split, seed, profile and method settings (e.g.
+    ISCL's steps) is read back instead of trained again (so a study can be completed in several
+    sittings; delete a row's folder, or leave ``reuse`` off, after changing that method's code).
     """
     start = time.perf_counter()
     prof = _profile(profile)
@@ -221,7 +225,8 @@ def run_em_study(
             data_key = _fingerprint(profile, seed + fold, noise_mode, test, data, [noisy[kind][i] for i in test])
             for m in methods:
                 folder = Path(out) / "models" / kind / f"fold{fold}" / m.name
-                scored = _read_scores(folder, data_key, m.name) if reuse else None
+                row_key = _row_key(data_key, m.settings(profile) if m.settings else {})
+                scored = _read_scores(folder, row_key, m.name) if reuse else None
                 if scored is None:
                     t0 = time.perf_counter()
                     denoiser = m.fit(data, out=folder, profile=profile, seed=seed + fold, progress=progress)
@@ -235,7 +240,7 @@ def run_em_study(
                                             ssim(outputs[i], images[i], data_range=1.0)) for i in test},
                         "example": outputs[example],
                     }
-                    _write_scores(folder, data_key, m.name, scored)
+                    _write_scores(folder, row_key, m.name, scored)
                 else:
                     result.reused.append(f"{kind}/fold{fold}/{m.name}")
                 for i, (p, s) in scored["images"].items():
@@ -276,6 +281,13 @@ def _fingerprint(profile: str, seed: int, mode: str, test: np.ndarray, data: Fol
         for image in group:
             digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
     return digest.hexdigest()
+
+
+def _row_key(data_key: str, settings: dict) -> str:
+    """A row's reuse key: the data's, extended by the method's settings when it has any."""
+    if not settings:
+        return data_key
+    return hashlib.sha256((data_key + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
 
 
 def _read_scores(folder: Path, key: str, name: str) -> dict | None:
@@ -381,6 +393,7 @@ def reproduce_em(
     noise_mode: str | None = None,
     noise_types: Sequence[str] = NOISE_TYPES,
     run_folds: int | None = None,
+    iscl_steps: int | None = None,
     seed: int = 0,
     reuse: bool = False,
     progress: bool = True,
@@ -389,6 +402,7 @@ def reproduce_em(
 
     ``noise_types`` and ``run_folds`` cut the study down (a subset of the noises, the first folds of
     the profile's split) when the whole of it does not fit the time there is; the report says so.
+    ``iscl_steps`` overrides the profile's ISCL training steps (the report says how many ran).
     """
     from pairless.report import Report
     from pairless.sim.em import noise_figure
@@ -402,7 +416,9 @@ def reproduce_em(
         raise PairlessError(f"unknown EM noise {', '.join(unknown) or '(none)'}; use some of {', '.join(NOISE_TYPES)}")
     if run_folds is not None and run_folds < 1:
         raise PairlessError(f"run_folds must be at least 1 (got {run_folds}); it is how many folds are trained")
-    chosen = [m if isinstance(m, Method) else method(m) for m in (methods or METHODS)]
+    if iscl_steps is not None and iscl_steps < 1:
+        raise PairlessError(f"iscl_steps must be at least 1 (got {iscl_steps}); it is how many steps ISCL trains")
+    chosen = [m if isinstance(m, Method) else method(m, iscl_steps=iscl_steps) for m in (methods or METHODS)]
     folder = DEFAULT_CLEAN if clean is None else Path(clean)
     if not folder.is_dir():
         raise PairlessError(
@@ -424,6 +440,7 @@ def reproduce_em(
         + f"; {prof.folds}-fold split, {folds_run} fold(s) run"
         + (" (with one fold there is no sd)" if folds_run < 2 else "")
         + (f"; noise types run: {', '.join(noise_types)}" if tuple(noise_types) != NOISE_TYPES else "")
+        + (f"; ISCL {_iscl_config(profile, iscl_steps).steps} steps" if any(m.name.startswith("iscl-") for m in chosen) else "")
         + f"; seed {seed}; wall time {result.seconds / 60:.1f} min"
         + (f" ({len(result.reused)} fold rows read back from an earlier run in the same folder; fitting and "
            f"scoring all rows took {compute_s / 60:.1f} min in all)" if result.reused else "")
@@ -748,10 +765,18 @@ def _self_supervised(name: str) -> Callable[..., Denoiser]:
     return fit
 
 
-def _iscl(norm: str) -> Callable[..., Denoiser]:
+def _iscl_config(profile: str, steps: int | None):
+    from pairless.methods.iscl import profile_config
+
+    config = profile_config(profile)
+    return config if steps is None else config.model_copy(update={"steps": steps})
+
+
+def _iscl(norm: str, steps: int | None) -> Callable[..., Denoiser]:
     def fit(data: FoldData, *, out: Path, profile: str, seed: int, progress: bool) -> Denoiser:
         from pairless.methods.iscl import fit_iscl
 
-        return fit_iscl(data.noisy, data.clean, out=out, norm=norm, profile=profile, seed=seed, progress=progress)
+        return fit_iscl(data.noisy, data.clean, out=out, norm=norm, config=_iscl_config(profile, steps), seed=seed,
+                        progress=progress)
 
     return fit

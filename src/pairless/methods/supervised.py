@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from pairless.config import SupervisedConfig
 from pairless.denoiser import Denoiser
 from pairless.errors import PairlessError
+from pairless.predict import DEFAULT_TILE
 
 ARCHS = ("dncnn", "redcnn", "unet")
 AUGMENTS = {  # (allowed quarter turns, may flip up-down, may flip left-right)
@@ -157,7 +158,7 @@ class SupervisedDenoiser(Denoiser):
 
     spatial_ndim = 2
 
-    def __init__(self, net: nn.Module, *, value_range: tuple[float, float], tile=256, overlap=32, tta=False):
+    def __init__(self, net: nn.Module, *, value_range: tuple[float, float], tile=DEFAULT_TILE, overlap=32, tta=False):
         super().__init__()
         self.net = net.eval()
         self.lo, self.hi = value_range
@@ -174,7 +175,7 @@ class SupervisedDenoiser(Denoiser):
         return (out * scale + self.lo).to(y.dtype)
 
 
-def load_denoiser(config: dict, weights: dict[str, Tensor], *, tile=256, overlap=32, tta=False) -> Denoiser:
+def load_denoiser(config: dict, weights: dict[str, Tensor], *, tile=DEFAULT_TILE, overlap=32, tta=False) -> Denoiser:
     """Rebuild a :class:`SupervisedDenoiser` from a model folder's config and weights."""
     cfg = SupervisedConfig.from_dict(config["supervised"])
     net = build_net(cfg)

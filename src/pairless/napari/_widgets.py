@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from pairless.errors import PairlessError
+from pairless.predict import DEFAULT_TILE
 from pairless.napari._training import TrainingControl, default_axes, train_on_image
 
 CLASSICAL = ("gaussian", "median", "nlm", "bm3d")
@@ -349,7 +350,7 @@ class DenoiseWidget(QWidget):
         self.auto_box = QCheckBox("tune by J-invariance (no clean image needed)")
         self.tile_box = QSpinBox()
         self.tile_box.setRange(16, 4096)
-        self.tile_box.setValue(256)
+        self.tile_box.setValue(DEFAULT_TILE)
         self.overlap_box = QSpinBox()
         self.overlap_box.setRange(0, 1024)
         self.overlap_box.setValue(32)
