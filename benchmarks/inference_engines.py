@@ -10,8 +10,8 @@ a 64×512×512 stack of noisy camera slices (denoised slice by slice, the tiles 
 Both are predicted with :func:`pairless.predict.predict_tiled` (overlap 32, blended).
 
 Rows are ``engine@tile``.  **Today's path** is ``torch@256``: PyTorch bf16 + channels-last with
-256-px tiles, the default when the issue was filed; every row's MP/s is divided by its MP/s *in this
-run*.  The other rows use the new default tile (:data:`pairless.predict.DEFAULT_TILE`, balanced:
+256-px tiles, unbalanced, as it was when the issue was filed (a 512² slice in three 256-px tiles per
+axis); every row's MP/s is divided by its MP/s *in this run*.  The other rows use the new default tile (:data:`pairless.predict.DEFAULT_TILE`, balanced:
 as few tiles as that edge needs, shrunk to the smallest edge that covers the image).
 
 Each (engine, image) runs in a fresh process, so its peak RSS (``VmHWM``) is its own: the child
@@ -55,10 +55,13 @@ CHILD = r"""
 import json, sys, time
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from inference_engines import load_net, make_image, peak_mib
+from inference_engines import TODAY_TILE, load_net, make_image, peak_mib
 from pairless.predict import predict_tiled
 engine, kind, model, out, threads, tile = sys.argv[2:8]
 tile = int(tile)
+if tile == TODAY_TILE:  # today's path as it was: every tile at the full edge, the last ones mostly overlap
+    import pairless.predict
+    pairless.predict._balanced_edge = lambda size, tile, overlap, multiple: tile
 torch.set_num_threads(int(threads))
 net = load_net(model)
 noisy, _ = make_image(kind)
