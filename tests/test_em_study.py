@@ -80,16 +80,22 @@ def test_tiny_study_writes_a_report_with_every_row(tmp_path):
     assert "linear-filter ceiling" in text and "additive" in text
 
 
-def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
-    from pairless.experiments.em import read_clean_folder
-
-    images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
-    calls = []
+def _counted_dncnn(calls: list):
+    """The tiny DnCNN fit, recording each call's noise type in ``calls``."""
 
     def counted(data, **kwargs):
         calls.append(data.noise)
         return _tiny_dncnn(data, **kwargs)
 
+    return counted
+
+
+def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
+    from pairless.experiments.em import read_clean_folder
+
+    images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
+    calls = []
+    counted = _counted_dncnn(calls)
     methods = [Method("dncnn", counted, "DnCNN tiny")]
     first = run_em_study(images, methods=methods, out=tmp_path / "s", reuse=True, progress=False)
     assert len(calls) == 6 and not first.reused
@@ -108,10 +114,7 @@ def test_reuse_trains_again_when_a_method_setting_changes(tmp_path):
 
     images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
     calls = []
-
-    def counted(data, **kwargs):
-        calls.append(data.noise)
-        return _tiny_dncnn(data, **kwargs)
+    counted = _counted_dncnn(calls)
 
     def with_steps(steps):
         return [Method("dncnn", counted, "DnCNN tiny", settings=lambda profile: {"steps": steps})]

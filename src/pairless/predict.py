@@ -33,7 +33,7 @@ from pairless.errors import PairlessError
 PRECISIONS = ("auto", "32", "bf16", "16")
 DEFAULT_TILE = 512  # a 512² image (the commonest microscope frame) in one tile, as fast per pixel as it gets
 TILE_Z = 32  # 3D tiles are this deep at most: a (32, 256, 256) tile of 32 channels is ~270 MB in fp32
-TILE_YX_3D = 256
+TILE_YX_3D = 256  # ... and this wide, whatever ``tile`` says
 PIXELS_PER_FORWARD = 1 << 19  # tiles are batched up to about this many pixels per forward pass
 
 
