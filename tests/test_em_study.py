@@ -111,6 +111,7 @@ def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
 
 def test_reuse_trains_again_when_a_method_setting_changes(tmp_path):
     from pairless.experiments.em import method, read_clean_folder
+    from pairless.methods.iscl import profile_config
 
     images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
     calls = []
@@ -124,9 +125,9 @@ def test_reuse_trains_again_when_a_method_setting_changes(tmp_path):
     assert len(calls) == 3  # same settings: read back
     run_em_study(images, methods=with_steps(9), out=tmp_path / "s", reuse=True, noise_types=("charge",), progress=False)
     assert len(calls) == 6  # other steps: trained again
-    # ISCL rows carry their steps: the profile's unless overridden
-    assert method("iscl-bin").settings("quick") == {"steps": 1200}
-    assert method("iscl-bin", iscl_steps=600).settings("quick") == {"steps": 600}
+    # every ISCL setting is in the key: a changed profile trains the rows again
+    assert method("iscl-bin").settings("quick") == profile_config("quick").model_dump(mode="json")
+    assert method("iscl-bin", iscl_steps=600).settings("quick")["steps"] == 600
     assert method("gaussian").settings is None
 
 

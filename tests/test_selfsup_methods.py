@@ -104,6 +104,19 @@ def test_the_fitted_noise_model_is_stored_and_close_to_the_truth(tmp_path):
     assert model["a"] == 0 and model["b"] == pytest.approx(0.04, rel=0.2)
 
 
+def test_images_too_small_to_fit_the_noise_on_are_left_out_with_a_warning():
+    from pairless.methods.bsn import fit_noise
+
+    rng = np.random.default_rng(4)
+    flat = (1.0 + rng.normal(0, 0.1, (1, 160, 160))).astype(np.float32)
+    tiny = (1.0 + rng.normal(0, 0.5, (1, 16, 16))).astype(np.float32)  # 64 blocks: too few to fit
+    with pytest.warns(UserWarning, match="measured on 1 of 2 training images"):
+        a, b = fit_noise([flat, tiny], noise="gaussian", sigma=None)
+    assert b == pytest.approx(0.01, rel=0.2)  # the flat image's noise alone, not the tiny one's 0.25
+    with pytest.raises(PairlessError, match="could not be measured on any of the 1 training images"):
+        fit_noise([tiny], noise="gaussian", sigma=None)
+
+
 def test_neighbour_subsampler_draws_distinct_adjacent_pairs_uniformly():
     g = torch.Generator().manual_seed(0)
     i1, i2 = neighbour_subsampler((64, 1, 8, 8), generator=g)

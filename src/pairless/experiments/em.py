@@ -70,7 +70,7 @@ LABELS = {
     "n2v": "Noise2Void",
     "structn2v": "structN2V, horizontal mask",
     "ne2ne": "Neighbor2Neighbor",
-    "bsn": "blind-spot network",
+    "bsn": "blind-spot network (mean; no posterior step)",
     "zsn2n": "Zero-Shot Noise2Noise",
     **{f"iscl-{n}": f"ISCL + {n.upper()}" for n in ISCL_NORMS if n != "optimized"},
     "iscl-sn": "ISCL + SwitchNorm",
@@ -139,7 +139,7 @@ def method(name: str, *, iscl_steps: int | None = None) -> Method:
         fit = _self_supervised(name)
     elif name.startswith("iscl-") and name[5:] in ISCL_NORMS:
         return Method(name, _iscl(name[5:], iscl_steps), LABELS[name],
-                      settings=lambda profile: {"steps": _iscl_config(profile, iscl_steps).steps})
+                      settings=lambda profile: _iscl_config(profile, iscl_steps).model_dump(mode="json"))
     else:
         raise PairlessError(f"unknown EM study method {name!r}; use some of {', '.join(METHODS)}")
     return Method(name, fit, LABELS[name])
@@ -756,8 +756,13 @@ def _self_supervised(name: str) -> Callable[..., Denoiser]:
         from pairless import selfsup
 
         objective = selfsup.objective_class("n2v" if name == "structn2v" else name)
-        # structN2V: the horizontal mask hides the scan line's neighbours, whose noise the streaks correlate
-        overrides = {"struct_mask": "horizontal"} if name == "structn2v" else {}
+        overrides = {
+            # structN2V: the horizontal mask hides the scan line's neighbours, whose noise the streaks correlate
+            "structn2v": {"struct_mask": "horizontal"},
+            # BSN: EM noise is correlated, not the per-pixel Gaussian the posterior step assumes, and the
+            # textured slices have no smooth regions to fit that model on; so the blind-spot mean alone
+            "bsn": {"noise": "none"},
+        }.get(name, {})
         config = objective.config_class.for_profile(profile, **overrides)
         return selfsup.fit(objective(config), [np.stack(data.noisy)], axes="SYX", out=out, seed=seed,
                            progress=progress, resume=False)

@@ -20,6 +20,8 @@ network predicts ``μ`` alone with the MSE loss, ``E[(μ − y)²] = E[(μ − x
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -94,18 +96,35 @@ def normalised_noise(a: float, b: float, *, mean: float, std: float) -> dict:
 def fit_noise(stacks: list[np.ndarray], *, noise: str, sigma: float | None) -> tuple[float, float]:
     """``(a, b)`` of ``variance = a·x + b`` in image units: from ``sigma`` if given, else fitted on the images.
 
-    Each 2D image is fitted on its own and the fits are averaged, weighted by pixel count.
+    Each 2D image is fitted on its own and the fits are averaged, weighted by pixel count.  Images
+    with too few smooth regions to fit are left out, with a warning (a set of small textured crops
+    can have some); if no image can be fitted, the error says so.
     """
     from pairless.noise import fit_poisson_gaussian
 
     if noise == "gaussian" and sigma is not None:
         return 0.0, float(sigma) ** 2
-    fits, weights = [], []
+    fits, weights, failures = [], [], []
     for stack in stacks:
         for image in stack.reshape(-1, *stack.shape[-2:]):
-            fit = fit_poisson_gaussian(image, model=noise)
+            try:
+                fit = fit_poisson_gaussian(image, model=noise)
+            except PairlessError as err:
+                failures.append(str(err))
+                continue
             fits.append((fit.a, fit.b))
             weights.append(image.size)
+    if not fits:
+        raise PairlessError(
+            f"the noise could not be measured on any of the {len(failures)} training images (first: "
+            f"{failures[0]}); give --sigma, or use noise 'none'"
+        )
+    if failures:
+        warnings.warn(
+            f"the noise was measured on {len(fits)} of {len(fits) + len(failures)} training images; "
+            f"{len(failures)} could not be fitted (first: {failures[0]})",
+            stacklevel=2,
+        )
     a, b = np.average(np.array(fits), axis=0, weights=weights)
     if noise == "gaussian":
         a = 0.0

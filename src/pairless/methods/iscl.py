@@ -77,8 +77,11 @@ def profile_config(profile: str) -> ISCLConfig:
     D at 4× G's rate did not learn sooner (hinge 1.99 at step 200 against 1.97), so D and G share
     the rate.  Twice the steps (1200, the decay from step 600) took the output to 22.11 dB (+0.36;
     Gaussian 21.16) in 16 min on one core, inside the issue's 20 min per row; the hinge was 1.33 at
-    the end.  Lookahead stays on D and H as in the official code.  Flips only (no 90° turns): charge-noise streaks run along x, and a turned patch
-    would teach G and D vertical streaks that never occur."""
+    the end.  No better at 1200 steps: λ = 10 (D's hinge went back to chance and the monitor
+    stopped the run at step 800 with 22.13), D of width 32 (hinge 1.23, 21.92, 20 min), and the
+    mean of F's and H's weights from 25, 50, 60 or 75 % of the run on (22.02-22.10).  Lookahead
+    stays on D and H as in the official code.  Flips only (no 90° turns): charge-noise streaks run
+    along x, and a turned patch would teach G and D vertical streaks that never occur."""
     if profile == "paper":
         return ISCLConfig()
     if profile == "quick":
