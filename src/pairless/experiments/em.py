@@ -113,8 +113,8 @@ class Method:
     name: str
     fit: Callable[..., Denoiser]
     label: str = ""
-    # what the row's scores depend on beyond the data, the split, the seed and the profile (e.g. ISCL's
-    # steps), as a function of the profile; part of the key under which --reuse finds the row
+    # what the row's scores depend on beyond the data, the split, the seed and the profile (ISCL: its
+    # whole config), as a function of the profile; part of the key under which --reuse finds the row
     settings: Callable[[str], dict] | None = None
 
 
@@ -174,8 +174,8 @@ def run_em_study(
 
     ``out`` receives each trained model folder and its test scores (``out/models/<noise>/fold<k>/<method>``).
     ``folds``, ``run_folds`` and ``noise_mode`` override the profile's.  With ``reuse``, a row whose
-    folder already holds scores of the same data, split, seed, profile and method settings (e.g.
-    ISCL's steps) is read back instead of trained again (so a study can be completed in several
+    folder already holds scores of the same data, split, seed, profile and method settings (ISCL:
+    every setting of its config) is read back instead of trained again (so a study can be completed in several
     sittings; delete a row's folder, or leave ``reuse`` off, after changing that method's code).
     """
     start = time.perf_counter()
