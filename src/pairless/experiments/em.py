@@ -175,8 +175,9 @@ def run_em_study(
     ``out`` receives each trained model folder and its test scores (``out/models/<noise>/fold<k>/<method>``).
     ``folds``, ``run_folds`` and ``noise_mode`` override the profile's.  With ``reuse``, a row whose
     folder already holds scores of the same data, split, seed, profile and method settings (ISCL:
-    every setting of its config) is read back instead of trained again (so a study can be completed in several
-    sittings; delete a row's folder, or leave ``reuse`` off, after changing that method's code).
+    every setting of its config) is read back instead of trained again (so a study can be completed
+    in several sittings; delete a row's folder, or leave ``reuse`` off, after changing that method's
+    code).
     """
     start = time.perf_counter()
     prof = _profile(profile)
