@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/pairless demo
 
 test: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

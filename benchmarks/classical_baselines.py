@@ -44,7 +44,14 @@ from pairless.metrics.image import psnr, ssim
 
 ORACLE_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 W2S = Path(__file__).resolve().parents[2] / "shared" / "data" / "fluo" / "w2s_ch0"
-ROWS = ("input", "bm3d + vst", "nlm + vst", "nlm + vst (J-invariance)", "nlm (J-invariance)", "gaussian (oracle σ)")
+ROWS = (
+    "input",
+    "bm3d + vst",
+    "nlm + vst",
+    "nlm + vst (J-invariance)",
+    "nlm (J-invariance)",
+    "gaussian (oracle σ)",
+)
 
 
 def classical_rows(
@@ -95,14 +102,26 @@ def classical_rows(
                     extra.setdefault("a", []).append(model.a)
                     extra.setdefault("b", []).append(model.b)
                 if denoiser.auto:
-                    extra.setdefault("chosen", []).append({k: float(v) for k, v in denoiser.chosen[0].items()})
-            scores.append((psnr(result, clean, data_range=data_range), ssim(result, clean, data_range=data_range)))
+                    extra.setdefault("chosen", []).append(
+                        {k: float(v) for k, v in denoiser.chosen[0].items()}
+                    )
+            scores.append(
+                (psnr(result, clean, data_range=data_range), ssim(result, clean, data_range=data_range))
+            )
             if progress:
                 print(f"  {name}: image {i + 1}/{len(noisy_list)} {scores[-1][0]:.2f} dB", flush=True)
         seconds = time.perf_counter() - start
         p, s = np.array(scores).T
-        out.append({"name": name, "psnr": float(p.mean()), "ssim": float(s.mean()), "seconds": seconds,
-                    "psnr_per_image": p.tolist(), **extra})
+        out.append(
+            {
+                "name": name,
+                "psnr": float(p.mean()),
+                "ssim": float(s.mean()),
+                "seconds": seconds,
+                "psnr_per_image": p.tolist(),
+                **extra,
+            }
+        )
     return out
 
 
@@ -116,7 +135,9 @@ def _oracle_gaussian(noisy: np.ndarray, clean: np.ndarray, data_range: float) ->
     return best[1], best[2]
 
 
-def load_w2s(folder: Path = W2S, limit: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def load_w2s(
+    folder: Path = W2S, limit: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """The W2S channel-0 frames: single-frame ``avg1_noisy/NNN.png`` and 400-frame ``avg400_gt/NNN.png``."""
     from pairless.io import read_image
 
@@ -133,21 +154,30 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=W2S, help="folder with avg1_noisy/ and avg400_gt/")
     parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "classical_baselines_w2s.json")
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).parent / "results" / "classical_baselines_w2s.json"
+    )
     args = parser.parse_args()
 
     noisy, clean, names = load_w2s(args.data, args.limit)
-    rows = classical_rows(noisy, clean, data_range=255.0, rows=[r.strip() for r in args.rows.split(",")], progress=True)
+    rows = classical_rows(
+        noisy, clean, data_range=255.0, rows=[r.strip() for r in args.rows.split(",")], progress=True
+    )
     print(f"W2S ch0, {len(names)} frames, data range 255, {torch.get_num_threads()} threads")
     print(f"{'method':<28}{'PSNR dB':>9}{'SSIM':>8}{'seconds':>9}")
     for r in rows:
         print(f"{r['name']:<28}{r['psnr']:>9.2f}{r['ssim']:>8.4f}{r['seconds']:>9.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "data": str(args.data), "images": names, "threads": torch.get_num_threads(),
+        "data": str(args.data),
+        "images": names,
+        "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
-        "conventions": {"data_range": 255.0, "psnr": "mean over images of 10·log10(255²/MSE), float32 outputs unclipped",
-                        "ssim": "pairless.metrics.image.ssim (skimage 7×7 uniform window), data_range 255"},
+        "conventions": {
+            "data_range": 255.0,
+            "psnr": "mean over images of 10·log10(255²/MSE), float32 outputs unclipped",
+            "ssim": "pairless.metrics.image.ssim (skimage 7×7 uniform window), data_range 255",
+        },
         "rows": rows,
     }
     args.json.write_text(json.dumps(report, indent=2))

@@ -7,27 +7,31 @@ is a real denoiser and the PSNR against the clean image means something (600 ste
 20.2; a 60-step model's own bias made bf16's ΔPSNR look like a constant −0.07 dB, while on trained
 checkpoints it is −0.04 to +0.05 dB).  Images: the camera tiled 4×4 (2048²) with fresh noise, and
 a 64×512×512 stack of noisy camera slices (denoised slice by slice, the tiles of all slices pooled).
-Both are predicted with :func:`pairless.predict.predict_tiled` (overlap 32, blended).
+Both are predicted with :func:`pairless.inference.tiling.predict_tiled` (overlap 32, blended).
 
 Rows are ``engine@tile``.  **Today's path** is ``torch@256``: PyTorch bf16 + channels-last with
 256-px tiles, unbalanced, as it was when the issue was filed (a 512² slice in three 256-px tiles per
-axis); every row's MP/s is divided by its MP/s *in this run*.  The other rows use the new default tile (:data:`pairless.predict.DEFAULT_TILE`, balanced:
+axis); every row's MP/s is divided by its MP/s *in this run*.  The other rows use the new default tile
+(:data:`pairless.inference.tiling.DEFAULT_TILE`, balanced:
 as few tiles as that edge needs, shrunk to the smallest edge that covers the image).
 
 Each (engine, image) runs in a fresh process, so its peak RSS (``VmHWM``) is its own: the child
 loads the model, makes the image, predicts a 512² crop once (export/compile and batch shapes are
 warmed; not timed), then times one whole-image prediction.  ``torch`` is today's path (bf16 +
 channels-last on a CPU with native bf16); every engine's MP/s is divided by its MP/s *in this run*.
-``gate dB`` is the PSNR of the engine's output against the fp32 PyTorch output at the same tile over its data range
-(the ``auto`` gate, :data:`pairless.engines.GATE_DB`, is ≥ 70 dB; ``inference_engines_gate50.json`` is a run with 50 dB); ``ΔPSNR`` is the change in denoising PSNR against the clean image.
+``gate dB`` is the PSNR of the engine's output against the fp32 PyTorch output at the same tile over its data
+range
+(the ``auto`` gate, :data:`pairless.inference.engines.GATE_DB`, is ≥ 70 dB; ``inference_engines_gate50.json``
+is a run with 50 dB); ``ΔPSNR`` is the change in denoising PSNR against the clean image.
 
 Out of core: an OME-Zarr (NGFF 0.5) volume of ``--ooc-slices`` × 512 × 512 and one 16× deeper are
-denoised by :func:`pairless.chunked.denoise_chunked` (the engine ``auto`` picks, blocks of one
+denoised by :func:`pairless.inference.chunked.denoise_chunked` (the engine ``auto`` picks, blocks of one
 512² slice, halo 32) into OME-Zarr with its pyramid; the ratio of the two peak RSS is reported.
 A first run of the small volume fills the ``auto`` cache (its probe holds every engine at once) and
 is reported as ``probe``.
 
-Usage: ``python benchmarks/inference_engines.py [--steps 600] [--engines ...] [--ooc-slices 64] [--json PATH]``
+Usage: ``python benchmarks/inference_engines.py [--steps 600] [--engines ...] [--ooc-slices 64] [--json
+PATH]``
 Writes ``benchmarks/results/inference_engines.json`` by default.
 """
 
@@ -56,19 +60,20 @@ import json, sys, time
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
 from inference_engines import TODAY_TILE, load_net, make_image, peak_mib
-from pairless.predict import predict_tiled
+from pairless.inference.tiling import predict_tiled
 engine, kind, model, out, threads, tile = sys.argv[2:8]
 tile = int(tile)
 if tile == TODAY_TILE:  # today's path as it was: every tile at the full edge, the last ones mostly overlap
-    import pairless.predict
-    pairless.predict._balanced_edge = lambda size, tile, overlap, multiple: tile
+    import pairless.inference.tiling
+    pairless.inference.tiling._balanced_edge = lambda size, tile, overlap, multiple: tile
 torch.set_num_threads(int(threads))
 net = load_net(model)
 noisy, _ = make_image(kind)
 x = torch.from_numpy(noisy)[:, None] if noisy.ndim == 3 else torch.from_numpy(noisy)[None, None]
 base = peak_mib()
 t = time.perf_counter()
-predict_tiled(net, x[:1, :, :512, :512].contiguous(), tile=tile, overlap=%(overlap)d, multiple=4, engine=engine)
+predict_tiled(net, x[:1, :, :512, :512].contiguous(), tile=tile, overlap=%(overlap)d, multiple=4,
+engine=engine)
 warm = time.perf_counter() - t
 t = time.perf_counter()
 y = predict_tiled(net, x, tile=tile, overlap=%(overlap)d, multiple=4, engine=engine)
@@ -88,8 +93,8 @@ torch.set_num_threads(int(threads))
 if mode == "make":
     make_ngff(source, int(slices))
     sys.exit()
-from pairless.chunked import denoise_chunked
-from pairless.engines import use_engine
+from pairless.inference.chunked import denoise_chunked
+from pairless.inference.engines import use_engine
 denoiser = NetAsDenoiser(load_net(model))
 base = peak_mib()
 t = time.perf_counter()
@@ -122,7 +127,8 @@ def camera() -> np.ndarray:
 
 
 def make_image(kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(noisy, clean)``: the camera tiled 4×4 (``"2048"``) or a stack of 64 noisy camera slices (``"volume"``)."""
+    """``(noisy, clean)``: the camera tiled 4×4 (``"2048"``) or a stack of 64 noisy camera slices
+    (``"volume"``)."""
     clean = camera()
     if kind == "2048":
         clean = np.tile(clean, (4, 4))
@@ -141,14 +147,19 @@ def make_ngff(path: str, slices: int) -> None:
 
     clean = camera()
     group = zarr.open_group(path, mode="w", zarr_format=3)
-    array = group.create_array("0", shape=(slices, 512, 512), chunks=(1, 512, 512), dtype="float32",
-                               dimension_names=["z", "y", "x"])
+    array = group.create_array(
+        "0", shape=(slices, 512, 512), chunks=(1, 512, 512), dtype="float32", dimension_names=["z", "y", "x"]
+    )
     rng = np.random.default_rng(3)
     for z in range(slices):
         array[z] = clean + rng.normal(0, SIGMA, clean.shape).astype(np.float32)
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    write_multiscales_metadata(group, [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
-                               fmt=FormatV05(), axes=axes)
+    write_multiscales_metadata(
+        group,
+        [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
+        fmt=FormatV05(),
+        axes=axes,
+    )
 
 
 def load_net(path: str):
@@ -167,7 +178,7 @@ class NetAsDenoiser:
     def __new__(cls, net):
 
         from pairless.denoiser import Denoiser
-        from pairless.predict import predict_tiled
+        from pairless.inference.tiling import predict_tiled
 
         class _D(Denoiser):
             spatial_ndim = 2
@@ -229,14 +240,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", nargs="+", default=ENGINES)
-    parser.add_argument("--images", nargs="*", default=["2048", "volume"], help="none: only the out-of-core part")
-    parser.add_argument("--ooc-slices", type=int, default=64, help="slices of the smaller out-of-core volume (0: skip)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "inference_engines.json")
+    parser.add_argument(
+        "--images", nargs="*", default=["2048", "volume"], help="none: only the out-of-core part"
+    )
+    parser.add_argument(
+        "--ooc-slices", type=int, default=64, help="slices of the smaller out-of-core volume (0: skip)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).resolve().parent / "results" / "inference_engines.json"
+    )
     args = parser.parse_args()
 
-    from pairless.engines import candidates, installed
-    from pairless.files import atomic_path
-    from pairless.predict import DEFAULT_TILE
+    from pairless.inference.engines import candidates, installed
+    from pairless.inference.tiling import DEFAULT_TILE
+    from pairless.io.files import atomic_path
 
     # today's path and its fp32 twin at the old tile, then every engine at the default tile
     rows_run = [("torch", TODAY_TILE), ("torch-fp32", TODAY_TILE)] + [(e, DEFAULT_TILE) for e in args.engines]
@@ -244,10 +261,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pairless-engines-"))
     os.environ.setdefault("PAIRLESS_CACHE_DIR", str(work / "cache"))  # a fresh probe, measured in this run
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-                    "python": platform.python_version()},
-        "installed": {e: installed(e) for e in ("onnxruntime", "openvino")}, "auto_candidates": candidates(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "today": TODAY, "tile": DEFAULT_TILE, "overlap": OVERLAP,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "python": platform.python_version(),
+        },
+        "installed": {e: installed(e) for e in ("onnxruntime", "openvino")},
+        "auto_candidates": candidates(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "today": TODAY,
+        "tile": DEFAULT_TILE,
+        "overlap": OVERLAP,
     }
     try:
         model = work / "unet.pt"
@@ -285,12 +310,28 @@ def main() -> None:
             ooc = {}
             # the first run probes the engines for auto (a one-off per model and tile shape, cached, and
             # holding every engine at once); it is reported apart so both measured runs read the cache
-            for label, slices in (("probe", args.ooc_slices), (str(args.ooc_slices), args.ooc_slices),
-                                  (str(16 * args.ooc_slices), 16 * args.ooc_slices)):
+            for label, slices in (
+                ("probe", args.ooc_slices),
+                (str(args.ooc_slices), args.ooc_slices),
+                (str(16 * args.ooc_slices), 16 * args.ooc_slices),
+            ):
                 source, target = work / f"v{slices}.ome.zarr", work / f"d{slices}.ome.zarr"
-                made = run(OOC_CHILD, "make", str(model), str(source), str(target), str(args.threads), str(slices))
-                row = made if "error" in made else run(OOC_CHILD, "chunked", str(model), str(source), str(target),
-                                                       str(args.threads), str(slices))
+                made = run(
+                    OOC_CHILD, "make", str(model), str(source), str(target), str(args.threads), str(slices)
+                )
+                row = (
+                    made
+                    if "error" in made
+                    else run(
+                        OOC_CHILD,
+                        "chunked",
+                        str(model),
+                        str(source),
+                        str(target),
+                        str(args.threads),
+                        str(slices),
+                    )
+                )
                 if "error" not in row:
                     row["mp_s"] = slices * 512 * 512 / 1e6 / row["seconds"]
                 ooc[label] = row
@@ -309,13 +350,19 @@ def main() -> None:
         tmp.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     for kind, result in report.get("results", {}).items():
-        print(f"\n{kind} ({result['megapixels']:.1f} MP): engine@tile, MP/s, × {TODAY}, peak MiB, gate dB, ΔPSNR dB")
+        print(
+            f"\n{kind} ({result['megapixels']:.1f} MP): engine@tile, MP/s, × {TODAY}, peak MiB, gate dB,"
+            " ΔPSNR dB"
+        )
         for name, row in result["engines"].items():
             if "error" in row:
                 print(f"  {name:20s} error: {row['error']}")
                 continue
-            print(f"  {name:20s} {row['mp_s']:7.3f} {row.get('ratio_to_today', float('nan')):6.2f}× "
-                  f"{row['peak_mib']:8.1f} {row.get('gate_db', float('nan')):7.1f} {row.get('delta_psnr_db', float('nan')):+8.4f}")
+            print(
+                f"  {name:20s} {row['mp_s']:7.3f} {row.get('ratio_to_today', float('nan')):6.2f}×"
+                f" {row['peak_mib']:8.1f} {row.get('gate_db', float('nan')):7.1f}"
+                f" {row.get('delta_psnr_db', float('nan')):+8.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""PET study speed: simulation + OSEM of one study, and ``pairless demo`` end to end, with the share per stage.
+"""PET study speed: simulation + OSEM of one study, and ``pairless demo`` end to end, with the share per
+stage.
 
 The baseline, measured in the same run so the ratio survives a busy machine, is the same ordinary-
 Poisson OSEM (3 iterations × 21 subsets, 168 views, same data) with scikit-image's ``radon`` as the
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.files import atomic_path
+from pairless.io.files import atomic_path
 from pairless.sim.pet import PetSimConfig, acquire, osem, projector, simulate_pet
 
 
@@ -35,7 +36,12 @@ def skimage_osem(counts, sensitivity, additive, *, views: int, subsets: int, ite
     groups = [np.arange(s, views, subsets) for s in range(subsets)]
 
     def back(sino, ids):  # iradon without filter is π/(2·n_views) × the adjoint of radon
-        return iradon(sino.T, theta=theta[ids], filter_name=None, circle=True, output_size=n) * 2 * len(ids) / np.pi
+        return (
+            iradon(sino.T, theta=theta[ids], filter_name=None, circle=True, output_size=n)
+            * 2
+            * len(ids)
+            / np.pi
+        )
 
     norms = [back(sensitivity[ids], ids) for ids in groups]
     for _ in range(iterations):
@@ -53,28 +59,47 @@ def time_simulation(slices: int, seed: int) -> dict:
     study = simulate_pet(slices=slices, seed=seed)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     # the projector is single-threaded scipy: CPU seconds ≈ wall seconds on an idle machine
-    return {"total_s": total, "cpu_s": cpu, "stages_s": study.seconds,
-            "share": {k: v / total for k, v in study.seconds.items()}, "planes": slices, "study": study}
+    return {
+        "total_s": total,
+        "cpu_s": cpu,
+        "stages_s": study.seconds,
+        "share": {k: v / total for k, v in study.seconds.items()},
+        "planes": slices,
+        "study": study,
+    }
 
 
 def time_baseline(study, planes: int) -> dict:
-    """The same OSEM on the middle ``planes`` of the 10-minute frame, scikit-image's projector vs pairless's."""
+    """The same OSEM on the middle ``planes`` of the 10-minute frame: scikit-image's projector vs ours."""
     config = PetSimConfig()
     proj = projector(config.matrix, config.pixel_mm, config.views, config.subsets)
     start = study.truth.shape[0] // 2 - planes // 2
-    part = replace(study.phantom, activity=study.truth[start:start + planes], mu=study.phantom.mu[start:start + planes])
+    part = replace(
+        study.phantom,
+        activity=study.truth[start : start + planes],
+        mu=study.phantom.mu[start : start + planes],
+    )
     data = acquire(part, proj=proj, config=config, minutes=(10.0,), rng=np.random.default_rng(0))
     counts, sens, additive = data.counts[10.0], data.sensitivity[10.0], data.additive[10.0]
     t0 = time.perf_counter()
     for k in range(planes):
-        skimage_osem(counts[k].astype(np.float64), sens[k], additive[k], views=config.views,
-                     subsets=config.subsets, iterations=config.iterations)
+        skimage_osem(
+            counts[k].astype(np.float64),
+            sens[k],
+            additive[k],
+            views=config.views,
+            subsets=config.subsets,
+            iterations=config.iterations,
+        )
     per_plane = (time.perf_counter() - t0) / planes
     t0 = time.perf_counter()
     osem(counts, proj=proj, sensitivity=sens, additive=additive, iterations=config.iterations)
     ours_per_plane = (time.perf_counter() - t0) / planes
-    return {"planes": planes, "skimage_osem_s_per_plane_frame": per_plane,
-            "pairless_osem_s_per_plane_frame_same_planes": ours_per_plane}
+    return {
+        "planes": planes,
+        "skimage_osem_s_per_plane_frame": per_plane,
+        "pairless_osem_s_per_plane_frame_same_planes": ours_per_plane,
+    }
 
 
 def time_demo(seed: int) -> dict:
@@ -85,8 +110,13 @@ def time_demo(seed: int) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_pet_study(Path(tmp) / "demo", config=PetStudyConfig(seed=seed), progress=False)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"total_s": total, "cpu_s": cpu, "stages_s": result.seconds, "share": {k: v / total for k, v in result.seconds.items()},
-            "table1": result.table1()}
+    return {
+        "total_s": total,
+        "cpu_s": cpu,
+        "stages_s": result.seconds,
+        "share": {k: v / total for k, v in result.seconds.items()},
+        "table1": result.table1(),
+    }
 
 
 def main() -> None:
@@ -101,22 +131,34 @@ def main() -> None:
     sim = time_simulation(args.slices, args.seed)
     study = sim.pop("study")
     frames = len(study.images)
-    print(f"simulation + OSEM of one study ({args.slices} planes, {frames} frames): {sim['total_s']:.1f} s wall, "
-          f"{sim['cpu_s']:.1f} s CPU (target < 30 s)")
+    print(
+        f"simulation + OSEM of one study ({args.slices} planes, {frames} frames): {sim['total_s']:.1f} s"
+        f" wall, {sim['cpu_s']:.1f} s CPU (target < 30 s)"
+    )
     for stage, seconds in sim["stages_s"].items():
         print(f"  {stage:<15} {seconds:7.2f} s  {100 * sim['share'][stage]:5.1f} %")
     base = time_baseline(study, args.baseline_slices)
     baseline_study = base["skimage_osem_s_per_plane_frame"] * args.slices * frames
     ratio = baseline_study / sim["stages_s"]["osem"]
-    print(f"baseline scikit-image radon OSEM: {base['skimage_osem_s_per_plane_frame']:.2f} s per plane and frame "
-          f"-> {baseline_study:.0f} s for the study's OSEM; pairless OSEM {ratio:.1f}x faster "
-          f"(same planes: {base['skimage_osem_s_per_plane_frame'] / base['pairless_osem_s_per_plane_frame_same_planes']:.1f}x)")
-    numbers = {"machine": platform.processor() or platform.machine(), "simulation": sim, "baseline": base,
-               "osem_speedup_vs_skimage": ratio}
+    print(
+        f"baseline scikit-image radon OSEM: {base['skimage_osem_s_per_plane_frame']:.2f} s per plane and"
+        " frame "
+        f"-> {baseline_study:.0f} s for the study's OSEM; pairless OSEM {ratio:.1f}x faster "
+        "(same planes:"
+        f" {base['skimage_osem_s_per_plane_frame'] / base['pairless_osem_s_per_plane_frame_same_planes']:.1f}x)"  # noqa: E501
+    )
+    numbers = {
+        "machine": platform.processor() or platform.machine(),
+        "simulation": sim,
+        "baseline": base,
+        "osem_speedup_vs_skimage": ratio,
+    }
     if not args.skip_demo:
         demo = time_demo(args.seed)
-        print(f"pairless demo (quick profile, end to end): {demo['total_s']:.1f} s wall, {demo['cpu_s']:.1f} s CPU "
-              f"(target < 300 s)")
+        print(
+            f"pairless demo (quick profile, end to end): {demo['total_s']:.1f} s wall, {demo['cpu_s']:.1f} s"
+            " CPU (target < 300 s)"
+        )
         for stage, seconds in demo["stages_s"].items():
             print(f"  {stage:<24} {seconds:7.2f} s  {100 * demo['share'][stage]:5.1f} %")
         numbers["demo"] = demo

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pairless import selfsup
+from pairless import api
 from pairless.denoiser import denoise_array
+from pairless.methods import registry
 from pairless.methods.classical import make_classical
 from pairless.metrics.image import psnr, ssim
-from pairless.modelio import load_denoiser
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,31 +51,45 @@ def _scores(outputs, cleans, data_range) -> dict:
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "psnr_per_image": [round(v, 3) for v in p]}
 
 
-def learned_rows(spec: str, overrides: dict, train, test_noisy, test_clean, *, data_range, seed, axes="YX",
-                 tta=False) -> list[dict]:
+def learned_rows(
+    spec: str, overrides: dict, train, test_noisy, test_clean, *, data_range, seed, axes="YX", tta=False
+) -> list[dict]:
     """Train ``spec``'s quick profile (``method`` or ``method:3d``, with ``overrides``) on ``train`` once;
-    denoise and score ``test_noisy`` (and again with 8-fold TTA when ``tta``).  Time = training + prediction."""
+    denoise and score ``test_noisy`` (and again with 8-fold TTA when ``tta``).  Time = training + prediction.
+    """
     method, _, variant = spec.partition(":")
-    cls = selfsup.objective_class(method)
-    config = cls.config_class.for_profile("quick", **({"ndim": 3} if variant == "3d" else {}), **overrides)
+    config = registry.get(method).config_class.for_profile(
+        "quick", **({"ndim": 3} if variant == "3d" else {}), **overrides
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        selfsup.fit(cls(config), train, axes=axes, out=Path(tmp) / "m", seed=seed, progress=False)
+        api.fit(method, train, axes=axes, out=Path(tmp) / "m", config=config, seed=seed, progress=False)
         fit_s = time.perf_counter() - start
         log = (Path(tmp) / "m" / "training_log.csv").read_text()
         for augment in (False, True) if tta else (False,):
-            model = load_denoiser(Path(tmp) / "m", tta=augment)
+            model = registry.load_model(Path(tmp) / "m", tta=augment)
             start = time.perf_counter()
             outputs = [denoise_array(y, model, axes=axes) for y in test_noisy]
             predict_s = time.perf_counter() - start
-            rows.append({"name": spec + (" + tta" if augment else ""), **_scores(outputs, test_clean, data_range),
-                         "seconds": fit_s + predict_s, "fit_seconds": fit_s, "predict_seconds": predict_s,
-                         "config": config.model_dump(mode="json"), "training_log": log, "learned": True})
+            rows.append(
+                {
+                    "name": spec + (" + tta" if augment else ""),
+                    **_scores(outputs, test_clean, data_range),
+                    "seconds": fit_s + predict_s,
+                    "fit_seconds": fit_s,
+                    "predict_seconds": predict_s,
+                    "config": config.model_dump(mode="json"),
+                    "training_log": log,
+                    "learned": True,
+                }
+            )
     return rows
 
 
-def gaussian_noise_rows(noisy, clean, *, sigma, data_range, axes="YX", bm3d=True, calibrate=True) -> list[dict]:
+def gaussian_noise_rows(
+    noisy, clean, *, sigma, data_range, axes="YX", bm3d=True, calibrate=True
+) -> list[dict]:
     """NL-means (J-invariance, and σ known) and BM3D (σ known) on Gaussian noise of known ``sigma``."""
     baselines = {"nlm (J-invariance)": make_classical("nlm", auto=True)} if calibrate else {}
     baselines["nlm (σ known)"] = make_classical("nlm", sigma=sigma)
@@ -87,7 +101,9 @@ def gaussian_noise_rows(noisy, clean, *, sigma, data_range, axes="YX", bm3d=True
     for name, denoiser in baselines.items():
         start = time.perf_counter()
         outputs = [denoise_array(y, denoiser, axes=axes) for y in noisy]
-        rows.append({"name": name, **_scores(outputs, clean, data_range), "seconds": time.perf_counter() - start})
+        rows.append(
+            {"name": name, **_scores(outputs, clean, data_range), "seconds": time.perf_counter() - start}
+        )
     return rows
 
 
@@ -96,17 +112,34 @@ def case_single():
 
     clean = data.camera().astype(np.float32) / 255
     noisy = (clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape)).astype(np.float32)
-    return [noisy], [noisy], [clean], 1.0, lambda: gaussian_noise_rows([noisy], [clean], sigma=25 / 255, data_range=1.0), "YX"
+    return (
+        [noisy],
+        [noisy],
+        [clean],
+        1.0,
+        lambda: gaussian_noise_rows([noisy], [clean], sigma=25 / 255, data_range=1.0),
+        "YX",
+    )
 
 
 def case_bsd68():
     from pairless.experiments.bsd68 import SIGMA, add_noise, read_folder
 
     root = SHARED / "natural"
-    train = [add_noise(im, rng=np.random.default_rng([0, 0, i])) for i, im in enumerate(read_folder(root / "bsd400_train"))]
+    train = [
+        add_noise(im, rng=np.random.default_rng([0, 0, i]))
+        for i, im in enumerate(read_folder(root / "bsd400_train"))
+    ]
     clean = read_folder(root / "bsd68")
     noisy = [add_noise(im, rng=np.random.default_rng([0, 1, i])) for i, im in enumerate(clean)]
-    return train, noisy, clean, 255.0, lambda: gaussian_noise_rows(noisy, clean, sigma=SIGMA, data_range=255.0), "YX"
+    return (
+        train,
+        noisy,
+        clean,
+        255.0,
+        lambda: gaussian_noise_rows(noisy, clean, sigma=SIGMA, data_range=255.0),
+        "YX",
+    )
 
 
 def case_w2s():
@@ -131,8 +164,16 @@ def case_stack3d():
     clean = (0.5 + 0.5 * np.tanh(field / field.std() * 2)).astype(np.float32)
     noisy = (clean + rng.normal(0, 0.15, clean.shape)).astype(np.float32)
     # NL-means in 3D with σ known (J-invariance over a 4-megavoxel volume took > 10 min); BM3D is 2D only
-    return [noisy], [noisy], [clean], 1.0, lambda: gaussian_noise_rows([noisy], [clean], sigma=0.15, data_range=1.0,
-                                                                      axes="ZYX", bm3d=False, calibrate=False), "ZYX"
+    return (
+        [noisy],
+        [noisy],
+        [clean],
+        1.0,
+        lambda: gaussian_noise_rows(
+            [noisy], [clean], sigma=0.15, data_range=1.0, axes="ZYX", bm3d=False, calibrate=False
+        ),
+        "ZYX",
+    )
 
 
 CASES = {"single": case_single, "bsd68": case_bsd68, "w2s": case_w2s, "stack3d": case_stack3d}
@@ -144,7 +185,7 @@ def _overrides(settings: list[str]) -> dict[str, dict]:
     for item in settings:
         key, value = item.split("=", 1)
         method, field = key.split(".", 1)
-        out.setdefault(method, {})[field] = json.loads(value) if value[:1] in "0123456789-[{tf\"n" else value
+        out.setdefault(method, {})[field] = json.loads(value) if value[:1] in '0123456789-[{tf"n' else value
     return out
 
 
@@ -152,10 +193,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=sorted(CASES), required=True)
     parser.add_argument("--methods", default="bsn,ne2ne", help="comma-separated self-supervised methods")
-    parser.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
-                        help="override a quick-profile setting, e.g. bsn.steps=400 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.FIELD=VALUE",
+        help="override a quick-profile setting, e.g. bsn.steps=400 (repeatable)",
+    )
     parser.add_argument("--tta", action="store_true", help="also score 8-fold test-time augmentation")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the classical rows (exploration only)")
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="skip the classical rows (exploration only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -164,13 +212,24 @@ def main() -> None:
     overrides = _overrides(args.set)
     rows = [] if args.no_baselines else baselines()
     for method in [m for m in args.methods.split(",") if m]:
-        for row in learned_rows(method, overrides.get(method, {}), train, noisy, clean, data_range=data_range,
-                                seed=args.seed, axes=axes, tta=args.tta):
+        for row in learned_rows(
+            method,
+            overrides.get(method, {}),
+            train,
+            noisy,
+            clean,
+            data_range=data_range,
+            seed=args.seed,
+            axes=axes,
+            tta=args.tta,
+        ):
             rows.append(row)
             print(f"  {row['name']}: {row['psnr']:.2f} dB in {row['seconds']:.0f} s", flush=True)
 
-    print(f"\ncase {args.case}: {len(train)} training image(s), {len(noisy)} test image(s), "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\ncase {args.case}: {len(train)} training image(s), {len(noisy)} test image(s), "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'method':<28}{'PSNR dB':>9}{'SSIM':>8}{'seconds':>10}")
     for r in rows:
         print(f"{r['name']:<28}{r['psnr']:>9.2f}{r['ssim']:>8.4f}{r['seconds']:>10.1f}")
@@ -179,12 +238,24 @@ def main() -> None:
         best = max(classical, key=lambda r: r["psnr"])
         for r in rows:
             if r.get("learned"):
-                print(f"{r['name']}: {r['psnr'] - best['psnr']:+.2f} dB vs the best classical row ({best['name']}, "
-                      f"{best['psnr']:.2f} dB), {r['seconds'] / max(best['seconds'], 1e-9):.1f}× its time")
+                print(
+                    f"{r['name']}: {r['psnr'] - best['psnr']:+.2f} dB vs the best classical row"
+                    f" ({best['name']}, {best['psnr']:.2f} dB),"
+                    f" {r['seconds'] / max(best['seconds'], 1e-9):.1f}× its time"
+                )
     path = args.json or RESULTS / f"selfsup_{args.case}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"case": args.case, "threads": torch.get_num_threads(),
-                                "load_average": os.getloadavg(), "rows": rows}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "case": args.case,
+                "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
 
 

@@ -5,13 +5,13 @@ absolute numbers to other processes on a shared machine (the JSON keeps every ti
 
 * training: 64×64 patches, batch 16, the default U-Net (depth 2, 32 filters).  Baseline = a bare fp32
   NCHW loop (forward, masked MSE on a fixed mask, backward, Adam).  pairless = the N2V module's own
-  step (blind-spot masking, N2V loss) with the precision and memory layout ``fit_n2v`` picks, fused
-  Adam; plus ``fit_n2v`` end to end (Lightning, patch sampling, validation, checkpoints).
+  step (blind-spot masking, N2V loss) with the precision and memory layout training picks, fused
+  Adam; plus ``pairless.fit("n2v", ...)`` end to end (Lightning, patch sampling, validation, checkpoints).
 * inference: a 2048² image (1024² with ``--quick``).  Baseline = one plain fp32 forward of the whole
   image.  pairless = ``predict_tiled`` (tile 256, overlap 32, blended) with its default precision,
   run in a fresh process whose peak RSS (``ru_maxrss``) is reported.
 * per method (n2v, ne2ne, bsn, zsn2n): one training step of its quick profile (its loss, its network,
-  the precision ``selfsup.fit`` picks), patches/s and achieved GFLOP/s as a fraction of the bf16 matmul.
+  the precision ``selfsup.train`` picks), patches/s and achieved GFLOP/s as a fraction of the bf16 matmul.
 * achieved GFLOP/s (conv/matmul FLOPs from ``FlopCounterMode``) against fp32 and bf16 matmuls.
 
 Usage: ``python benchmarks/selfsup_speed.py [--quick] [--no-fit] [--json PATH]``
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pairless.config import N2VConfig
-from pairless.files import atomic_path
-from pairless.methods.n2v import N2V, fit_n2v
-from pairless.selfsup import SelfSupervisedModule, resolve_precision
+from pairless import api
+from pairless.io.files import atomic_path
+from pairless.methods.n2v import N2V, N2VConfig
 from pairless.nets.unet import UNet
+from pairless.training.selfsup import SelfSupervisedModule, resolve_precision
 
 PATCH, BATCH = 64, 16
 
@@ -129,11 +129,11 @@ def training(reps: int) -> dict:
 
 def method_steps(reps: int) -> dict:
     """One quick-profile training step of every self-supervised method: patches/s and achieved GFLOP/s."""
-    from pairless import selfsup
+    from pairless.methods import registry
 
     out = {}
-    for name in selfsup.OBJECTIVES:
-        cls = selfsup.objective_class(name)
+    for name in registry.names("self-supervised"):
+        cls = registry.get(name).implementation()
         config = cls.config_class.for_profile("quick")
         objective = cls(config)
         if hasattr(objective, "noise_model"):
@@ -157,21 +157,28 @@ def method_steps(reps: int) -> dict:
             step()
         times = timed(step, reps=reps)
         s = statistics.median(times)
-        out[name] = {"batch": config.batch_size, "patch": config.patch_size, "precision": precision,
-                     "step_s": s, "patches_per_s": config.batch_size / s,
-                     "megapixels_per_s": config.batch_size * config.patch_size**2 / s / 1e6,
-                     "gflops": counter.get_total_flops() / s / 1e9, "all_step_times_s": times}
+        out[name] = {
+            "batch": config.batch_size,
+            "patch": config.patch_size,
+            "precision": precision,
+            "step_s": s,
+            "patches_per_s": config.batch_size / s,
+            "megapixels_per_s": config.batch_size * config.patch_size**2 / s / 1e6,
+            "gflops": counter.get_total_flops() / s / 1e9,
+            "all_step_times_s": times,
+        }
     return out
 
 
 def fit_end_to_end(steps: int) -> dict:
-    """``fit_n2v`` as a user runs it, on one noisy 512² image: whole wall time, Lightning included."""
+    """``pairless.fit("n2v", ...)`` as a user runs it, on one noisy 512² image: whole wall time, Lightning
+    included."""
     rng = np.random.default_rng(0)
     image = (rng.random((512, 512)) * 0.2 + rng.normal(0, 0.1, (512, 512))).astype(np.float32)
     config = N2VConfig(steps=steps, val_every=max(steps // 2, 1))
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
-        fit_n2v([image], axes="YX", out=Path(out), config=config, progress=False)
+        api.fit("n2v", [image], axes="YX", out=Path(out), config=config, progress=False)
         wall = time.perf_counter() - t
     return {"steps": steps, "wall_s": wall, "patches_per_s": steps * BATCH / wall}
 
@@ -182,7 +189,7 @@ _INFERENCE_CHILD = """
 import json, resource, sys, time
 import torch
 from pairless.nets.unet import UNet
-from pairless.predict import predict_tiled
+from pairless.inference.tiling import predict_tiled
 size, reps = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0)
 net = UNet().eval()
@@ -232,7 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run: fewer reps, 1024² inference image")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "selfsup_speed.json")
-    parser.add_argument("--no-fit", action="store_true", help="skip the end-to-end fit_n2v timing")
+    parser.add_argument("--no-fit", action="store_true", help="skip the end-to-end N2V fit timing")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -263,8 +270,8 @@ def main() -> None:
 
     t, i = result["training"], result["inference"]
     print(
-        f"matmul 2048²: fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
-        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s; bf16 3×3 conv {result['bf16_conv_gflops']:.0f} GFLOP/s"
+        f"matmul 2048²: fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, bf16"
+        f" {result['bf16_matmul_gflops']:.0f} GFLOP/s; bf16 3×3 conv {result['bf16_conv_gflops']:.0f} GFLOP/s"
     )
     print(
         f"training  64², batch 16: pairless {t['pairless_patches_per_s']:.0f} patches/s ({t['precision']}, "
@@ -275,9 +282,9 @@ def main() -> None:
     )
     for name, m in result["methods"].items():
         print(
-            f"  {name:<6} step (batch {m['batch']} of {m['patch']}², {m['precision']}): {m['patches_per_s']:.0f} patches/s, "
-            f"{m['megapixels_per_s']:.2f} MP/s, {m['gflops']:.0f} GFLOP/s = "
-            f"{m['gflops'] / result['bf16_conv_gflops']:.2f}× the bf16 3×3 convolution"
+            f"  {name:<6} step (batch {m['batch']} of {m['patch']}², {m['precision']}):"
+            f" {m['patches_per_s']:.0f} patches/s, {m['megapixels_per_s']:.2f} MP/s, {m['gflops']:.0f}"
+            f" GFLOP/s = {m['gflops'] / result['bf16_conv_gflops']:.2f}× the bf16 3×3 convolution"
         )
     if "fit_n2v" in result:
         f = result["fit_n2v"]

@@ -10,7 +10,8 @@ then write them all), the baseline measured in the same run.  The child reports 
 made in children too.  The summary is the ratio of the peak RSS for the most files to that for the
 fewest (1.0 = flat) for both ways.
 
-Usage: ``python benchmarks/streaming_memory.py [--counts 10 100 1000] [--old-up-to 1000] [--side 256] [--json PATH]``
+Usage: ``python benchmarks/streaming_memory.py [--counts 10 100 1000] [--old-up-to 1000] [--side 256] [--json
+PATH]``
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ print(json.dumps({"base_mib": base / 1024, "peak_mib": peak / 1024, "seconds": s
 
 def child(*args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env, check=False
+    )
     if run.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{run.stderr[-3000:]}")
     return run.stdout
@@ -74,9 +77,13 @@ def child(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--old-up-to", type=int, default=1000, help="largest count also run the old way (all in memory)")
+    parser.add_argument(
+        "--old-up-to", type=int, default=1000, help="largest count also run the old way (all in memory)"
+    )
     parser.add_argument("--side", type=int, default=256, help="edge of each square float32 image")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "streaming_memory.json")
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).parent / "results" / "streaming_memory.json"
+    )
     args = parser.parse_args()
 
     rows = []
@@ -85,17 +92,25 @@ def main() -> None:
             folder = Path(tmp) / f"n{count}"
             child("make", str(folder), str(count), str(args.side))
             for mode in ["streaming", *(["all-in-memory"] if count <= args.old_up_to else [])]:
-                result = json.loads(child(mode, str(folder), str(count), str(args.side)).strip().splitlines()[-1])
+                result = json.loads(
+                    child(mode, str(folder), str(count), str(args.side)).strip().splitlines()[-1]
+                )
                 shutil.rmtree(folder.parent / (folder.name + "-out"))
                 rows.append({"files": count, "mode": mode, "file_kib": args.side**2 * 4 / 1024, **result})
-                print(f"{count:6d} files  {mode:<14} peak {result['peak_mib']:7.0f} MiB  (after imports "
-                      f"{result['base_mib']:4.0f})  {result['seconds']:6.1f} s", flush=True)
+                print(
+                    f"{count:6d} files  {mode:<14} peak {result['peak_mib']:7.0f} MiB  (after imports "
+                    f"{result['base_mib']:4.0f})  {result['seconds']:6.1f} s",
+                    flush=True,
+                )
             shutil.rmtree(folder)
 
     def peak(mode, count):
         return next((r["peak_mib"] for r in rows if (r["mode"], r["files"]) == (mode, count)), None)
 
-    print(f"\n files  streaming peak (MiB)  all-in-memory peak (MiB)   [{args.side}x{args.side} float32 TIFFs, gaussian σ=1]")
+    print(
+        f"\n files  streaming peak (MiB)  all-in-memory peak (MiB)   [{args.side}x{args.side} float32 TIFFs,"
+        " gaussian σ=1]"
+    )
     for count in args.counts:
         old = peak("all-in-memory", count)
         print(f"{count:6d}  {peak('streaming', count):20.0f}  {'-' if old is None else f'{old:24.0f}'}")
@@ -106,20 +121,23 @@ def main() -> None:
         "files_ratio": most / fewest,
     }
     if old_most is not None and old_most > fewest:
-        summary[f"all_in_memory_peak_ratio_{old_most}_vs_{fewest}_files"] = (
-            peak("all-in-memory", old_most) / peak("all-in-memory", fewest)
-        )
-        summary[f"streaming_vs_all_in_memory_peak_at_{old_most}_files"] = (
-            peak("streaming", old_most) / peak("all-in-memory", old_most)
+        summary[f"all_in_memory_peak_ratio_{old_most}_vs_{fewest}_files"] = peak(
+            "all-in-memory", old_most
+        ) / peak("all-in-memory", fewest)
+        summary[f"streaming_vs_all_in_memory_peak_at_{old_most}_files"] = peak("streaming", old_most) / peak(
+            "all-in-memory", old_most
         )
     for key, value in summary.items():
         print(f"{key}: {value:.3f}")
     report = {
-        "rows": rows, "summary": summary, "side": args.side, "threads_per_child": 1,
+        "rows": rows,
+        "summary": summary,
+        "side": args.side,
+        "threads_per_child": 1,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    from pairless.files import write_bytes
+    from pairless.io.files import write_bytes
 
     write_bytes(args.json, json.dumps(report, indent=2).encode())
     print(f"written {args.json}")

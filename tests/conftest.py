@@ -20,7 +20,8 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def one_thread():
-    """Tiny nets on a shared 2-core machine: one thread is as fast, and avoids OpenMP waits that cost ~8x under load.
+    """Tiny nets on a shared 2-core machine: one thread is as fast, and avoids OpenMP waits that cost ~8x
+    under load.
 
     Modules of tiny-network tests use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """

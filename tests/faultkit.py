@@ -91,7 +91,9 @@ def _install(plan: Faults) -> None:
     _install.state = state
 
 
-def run_forked(argv: list[str], *, faults: Faults | None = None, timeout: float = 300.0, cwd: Path | None = None) -> int:
+def run_forked(
+    argv: list[str], *, faults: Faults | None = None, timeout: float = 300.0, cwd: Path | None = None
+) -> int:
     """Run ``pairless`` with ``argv`` in a forked child; return its exit code, or ``-9`` if it was killed."""
     return wait_forked(start_forked(argv, faults=faults, cwd=cwd), timeout=timeout, what=" ".join(argv))
 
@@ -140,8 +142,9 @@ def wait_forked(pid: int, *, timeout: float = 300.0, what: str = "") -> int:
         time.sleep(0.01)
 
 
-def count_writes(argv: list[str], select: Callable[[str], bool], tmp: Path, *, tally=None,
-                 **kwargs) -> tuple[int, int | dict[str, int], float]:
+def count_writes(
+    argv: list[str], select: Callable[[str], bool], tmp: Path, *, tally=None, **kwargs
+) -> tuple[int, int | dict[str, int], float]:
     """``(exit code, selected writes, seconds)`` of an uninterrupted run; with ``tally`` (name -> selection)
     the writes are counted per name and returned as a dict."""
     count_file = tmp / f"count-{time.monotonic_ns()}.json"

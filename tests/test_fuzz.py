@@ -38,8 +38,11 @@ def fuzz(examples: int):
     ``PAIRLESS_FUZZ_SCALE=20`` multiplies the examples for a deeper (nightly) search.
     """
     scale = float(os.environ.get("PAIRLESS_FUZZ_SCALE", "1"))
-    return settings(max_examples=max(1, round(examples * scale)), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=max(1, round(examples * scale)),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 seeds = st.integers(0, 2**32 - 1)
@@ -50,7 +53,7 @@ def _array(shape, dtype, fill, seed) -> np.ndarray:
     """An array of ``dtype``: random, constant, or with huge / extreme / non-finite pixels planted."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
-    if dtype == bool:
+    if dtype == np.bool_:
         return np.full(shape, fill != "zero") if fill in ("constant", "zero") else rng.random(shape) < 0.5
     info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
     if dtype.kind in "iu":
@@ -63,8 +66,11 @@ def _array(shape, dtype, fill, seed) -> np.ndarray:
         return np.zeros(shape, dtype)
     spot = tuple(int(rng.integers(n)) for n in shape)
     value = {
-        "huge": min(1e30, float(info.max)), "dtype-max": info.max, "dtype-min": info.min,
-        "nan": np.nan if dtype.kind == "f" else info.max, "inf": -np.inf if dtype.kind == "f" else info.min,
+        "huge": min(1e30, float(info.max)),
+        "dtype-max": info.max,
+        "dtype-min": info.min,
+        "nan": np.nan if dtype.kind == "f" else info.max,
+        "inf": -np.inf if dtype.kind == "f" else info.min,
     }.get(fill)
     if value is not None:
         data[spot] = value
@@ -93,8 +99,12 @@ def _axes(choice: str, ndim: int) -> str:
 
 def _valid_axes(axes: str, ndim: int, *, end_in_yx: bool = True) -> bool:
     upper = axes.upper()
-    return (set(upper) <= set("STCZYX") and len(set(upper)) == len(upper) == ndim and {"Y", "X"} <= set(upper)
-            and (upper.endswith("YX") or not end_in_yx))
+    return (
+        set(upper) <= set("STCZYX")
+        and len(set(upper)) == len(upper) == ndim
+        and {"Y", "X"} <= set(upper)
+        and (upper.endswith("YX") or not end_in_yx)
+    )
 
 
 def _finite(data: np.ndarray) -> bool:
@@ -125,17 +135,33 @@ def _stored(data: np.ndarray, target: np.dtype) -> np.ndarray | None:
 
 @fuzz(200)
 @given(
-    shape=shapes(), dtype=st.sampled_from(DTYPES), fill=fills, seed=seeds,
-    suffix=st.sampled_from([".tif", ".npy", ".nii.gz", ".png"]), axes=axes_choices(),
+    shape=shapes(),
+    dtype=st.sampled_from(DTYPES),
+    fill=fills,
+    seed=seeds,
+    suffix=st.sampled_from([".tif", ".npy", ".nii.gz", ".png"]),
+    axes=axes_choices(),
     voxel=st.none() | st.tuples(*[st.floats(1e-3, 50.0)] * 3),
     write_dtype=st.sampled_from([None, "float32", "float64", "uint8", "uint16", "int16"]),
 )
 @example(  # 1.8e308 was stored as float32 Inf
-    shape=(3, 3), dtype="float64", fill="dtype-max", seed=0, suffix=".tif", axes="STCZ", voxel=None,
+    shape=(3, 3),
+    dtype="float64",
+    fill="dtype-max",
+    seed=0,
+    suffix=".tif",
+    axes="STCZ",
+    voxel=None,
     write_dtype="float32",
 )
 @example(  # 1-pixel Y and X beside another axis: ImageJ TIFF dropped a singleton, (2, 1, 1) came back (2, 1)
-    shape=(2, 1, 1), dtype="uint8", fill="random", seed=0, suffix=".tif", axes="TSCZ", voxel=None,
+    shape=(2, 1, 1),
+    dtype="uint8",
+    fill="random",
+    seed=0,
+    suffix=".tif",
+    axes="TSCZ",
+    voxel=None,
     write_dtype=None,
 )
 def test_write_then_read_keeps_values_axes_and_voxel_size_or_refuses(
@@ -144,7 +170,7 @@ def test_write_then_read_keeps_values_axes_and_voxel_size_or_refuses(
     array = _array(shape, dtype, fill, seed)
     axes = _axes(axes, array.ndim)
     if voxel is not None:  # one size per spatial axis
-        voxel = voxel[3 - min(3, sum(a in "ZYX" for a in axes.upper())):]
+        voxel = voxel[3 - min(3, sum(a in "ZYX" for a in axes.upper())) :]
     try:
         image = Image(array, axes, voxel_size=voxel)
     except PairlessError:
@@ -194,22 +220,71 @@ HAVE_BM3D = importlib.util.find_spec("bm3d") is not None
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow or 0/0 inside a filter is a silent bug
 @fuzz(120)
 @given(
-    method=st.sampled_from(["gaussian", "median", "nlm", "bm3d"]), auto=st.booleans(),
-    shape=shapes(max_dims=3, max_side=9), dtype=st.sampled_from(DTYPES), fill=fills,
-    seed=seeds, axes=axes_choices(),
+    method=st.sampled_from(["gaussian", "median", "nlm", "bm3d"]),
+    auto=st.booleans(),
+    shape=shapes(max_dims=3, max_side=9),
+    dtype=st.sampled_from(DTYPES),
+    fill=fills,
+    seed=seeds,
+    axes=axes_choices(),
     sigma=st.none() | st.floats(0.1, 5) | st.floats(allow_nan=True, allow_infinity=True),
     size=st.none() | st.integers(1, 5) | st.integers(-2, 10**6),
 )
-@example(method="gaussian", auto=False, shape=(16, 16), dtype="float32", fill="random", seed=0, axes="YX",
-         sigma=1e300, size=None)  # the kernel's length 4σ overflowed: ValueError (OverflowError for inf)
-@example(method="median", auto=False, shape=(16, 16), dtype="float32", fill="random", seed=0, axes="YX",
-         sigma=None, size=10**6)  # a (size × size) footprint was allocated: MemoryError
-@example(method="nlm", auto=False, shape=(9, 1), dtype="float32", fill="random", seed=0, axes="YX",
-         sigma=None, size=None)  # scikit-image squeezed the 1-pixel axis: ValueError on (9,) into (9, 1)
-@example(method="gaussian", auto=True, shape=(1, 1), dtype="uint8", fill="random", seed=0, axes="YX",
-         sigma=None, size=None)  # J-invariant tuning on an empty stride-4 grid: NaN losses
-@example(method="bm3d", auto=False, shape=(8, 8), dtype="float32", fill="random", seed=0, axes="YX",
-         sigma=None, size=None)  # the bm3d package crashed the process at 8×8 (segfault), ValueError below
+@example(
+    method="gaussian",
+    auto=False,
+    shape=(16, 16),
+    dtype="float32",
+    fill="random",
+    seed=0,
+    axes="YX",
+    sigma=1e300,
+    size=None,
+)  # the kernel's length 4σ overflowed: ValueError (OverflowError for inf)
+@example(
+    method="median",
+    auto=False,
+    shape=(16, 16),
+    dtype="float32",
+    fill="random",
+    seed=0,
+    axes="YX",
+    sigma=None,
+    size=10**6,
+)  # a (size × size) footprint was allocated: MemoryError
+@example(
+    method="nlm",
+    auto=False,
+    shape=(9, 1),
+    dtype="float32",
+    fill="random",
+    seed=0,
+    axes="YX",
+    sigma=None,
+    size=None,
+)  # scikit-image squeezed the 1-pixel axis: ValueError on (9,) into (9, 1)
+@example(
+    method="gaussian",
+    auto=True,
+    shape=(1, 1),
+    dtype="uint8",
+    fill="random",
+    seed=0,
+    axes="YX",
+    sigma=None,
+    size=None,
+)  # J-invariant tuning on an empty stride-4 grid: NaN losses
+@example(
+    method="bm3d",
+    auto=False,
+    shape=(8, 8),
+    dtype="float32",
+    fill="random",
+    seed=0,
+    axes="YX",
+    sigma=None,
+    size=None,
+)  # the bm3d package crashed the process at 8×8 (segfault), ValueError below
 def test_classical_denoisers_keep_shape_and_range_or_refuse(
     method, auto, shape, dtype, fill, seed, axes, sigma, size
 ):
@@ -228,8 +303,13 @@ def test_classical_denoisers_keep_shape_and_range_or_refuse(
     except PairlessError:
         too_small_to_tune = auto and min(spatial, default=0) < 4
         too_wide = method == "median" and not auto and (size or 0) > 2 * max(spatial, default=0) + 1
-        assert (method == "bm3d" or not fits_float32 or not _valid_axes(axes, image.ndim, end_in_yx=False)
-                or too_small_to_tune or too_wide)
+        assert (
+            method == "bm3d"
+            or not fits_float32
+            or not _valid_axes(axes, image.ndim, end_in_yx=False)
+            or too_small_to_tune
+            or too_wide
+        )
         return
     assert fits_float32 and _valid_axes(axes, image.ndim, end_in_yx=False)
     assert method != "bm3d" or HAVE_BM3D
@@ -261,14 +341,29 @@ def _metric_or_error(call):
     shape=shapes(max_dims=3, max_side=12),
     dtypes=st.tuples(st.sampled_from(DTYPES), st.sampled_from(DTYPES)),
     fills=st.tuples(fills, fills),
-    seeds=st.tuples(seeds, seeds), relation=st.sampled_from(["independent", "identical", "affine"]),
+    seeds=st.tuples(seeds, seeds),
+    relation=st.sampled_from(["independent", "identical", "affine"]),
     data_range=st.floats(1e-3, 1e6) | st.sampled_from([1.0, 255.0, 65535.0, 1e-300, 1e300]),
     masked=st.booleans(),
 )
-@example(shape=(8, 8), dtypes=("float32", "float32"), fills=("random", "constant"), seeds=(1, 2),
-         relation="independent", data_range=1.0, masked=False)  # SI-PSNR of a constant reference: 300 dB
-@example(shape=(7, 7), dtypes=("int32", "int32"), fills=("constant", "constant"), seeds=(0, 255),
-         relation="independent", data_range=1.0, masked=False)  # SSIM −2.99: variances of ±2e9 rounded
+@example(
+    shape=(8, 8),
+    dtypes=("float32", "float32"),
+    fills=("random", "constant"),
+    seeds=(1, 2),
+    relation="independent",
+    data_range=1.0,
+    masked=False,
+)  # SI-PSNR of a constant reference: 300 dB
+@example(
+    shape=(7, 7),
+    dtypes=("int32", "int32"),
+    fills=("constant", "constant"),
+    seeds=(0, 255),
+    relation="independent",
+    data_range=1.0,
+    masked=False,
+)  # SSIM −2.99: variances of ±2e9 rounded
 def test_metrics_are_finite_or_refuse(shape, dtypes, fills, seeds, relation, data_range, masked):
     reference = _array(shape, dtypes[1], fills[1], seeds[1])
     image = {
@@ -301,8 +396,15 @@ def test_metrics_are_finite_or_refuse(shape, dtypes, fills, seeds, relation, dat
     value = _metric_or_error(lambda: ssim(image, reference, data_range=data_range, mask=mask))
     peak = max(np.abs(image.astype(np.float64)).max(), np.abs(reference.astype(np.float64)).max())
     if value is None:  # values ≫ data_range drown the variances in rounding error; 1e-300 underflows C1, C2
-        assert (not finite or x.size == 0 or min(shape) < 7 or mask is not None
-                or data_range > LIMIT or data_range < 1e-100 or peak > SSIM_VALUE_LIMIT * data_range)
+        assert (
+            not finite
+            or x.size == 0
+            or min(shape) < 7
+            or mask is not None
+            or data_range > LIMIT
+            or data_range < 1e-100
+            or peak > SSIM_VALUE_LIMIT * data_range
+        )
     else:
         assert np.isfinite(value) and -1 - 1e-6 <= value <= 1 + 1e-6
 
@@ -372,7 +474,8 @@ def _check_exit(code: int, capsys, out: Path | None) -> tuple[str, str]:
 
 @fuzz(100)
 @given(
-    spec=input_files(), cut=st.floats(0, 1),
+    spec=input_files(),
+    cut=st.floats(0, 1),
     flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4),
 )
 def test_read_image_of_a_truncated_or_corrupted_file_refuses_cleanly(spec, cut, flips):
@@ -396,26 +499,35 @@ def test_read_image_of_a_truncated_or_corrupted_file_refuses_cleanly(spec, cut, 
     method=st.sampled_from(["gaussian", "median", "nlm"]),
     same_names=st.lists(st.booleans(), min_size=3, max_size=3),
     axes=st.none() | axes_choices().map(lambda c: _axes(c, 3)),
-    option=st.none() | st.tuples(
+    option=st.none()
+    | st.tuples(
         st.sampled_from(["--sigma", "--size"]),
         st.sampled_from(["2", "0", "-1", "nan", "inf", "1e300", "x", "1000000"]),
     ),
 )
 @example(  # in0/image.tif and in1/image.tif were both written to out/image.tif, the second over the first
     files=[((4, 4), "float32", "random", 0, ".tif"), ((4, 4), "float32", "random", 1, ".tif")],
-    method="median", same_names=[True, True, True], axes=None, option=None,
+    method="median",
+    same_names=[True, True, True],
+    axes=None,
+    option=None,
 )
 @example(  # the second image (beyond float32) was refused only after the first one's output was written
     files=[((4, 4), "uint8", "random", 0, ".tif"), ((4, 4), "float64", "dtype-max", 0, ".npy")],
-    method="median", same_names=[False, False, False], axes=None, option=None,
+    method="median",
+    same_names=[False, False, False],
+    axes=None,
+    option=None,
 )
 def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_names, axes, option):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         arrays = [_array(shape, dtype, fill, seed) for shape, dtype, fill, seed, _ in files]
         # each file in its own folder; same-named ones must not be written over one another in --out
-        paths = [_write_input(tmp / f"in{i}", "image" if same else f"image{i}", array, spec[-1])
-                 for i, (same, array, spec) in enumerate(zip(same_names, arrays, files))]
+        paths = [
+            _write_input(tmp / f"in{i}", "image" if same else f"image{i}", array, spec[-1])
+            for i, (same, array, spec) in enumerate(zip(same_names, arrays, files))
+        ]
         out = tmp / "out"
         argv = ["denoise", method, *map(str, paths), "--out", str(out)] + (["--axes", axes] if axes else [])
         argv += list(option) if option else []
@@ -434,12 +546,16 @@ def test_cli_denoise_writes_every_output_or_nothing(capsys, files, method, same_
 @given(
     reference=input_files() | input_files(min_side=7),  # SSIM needs 7 pixels a side
     images=st.lists(input_files(), min_size=1, max_size=2),
-    same_shape=st.sampled_from([True, True, True, False]), data_range=st.none() | st.floats(1e-3, 1e4),
+    same_shape=st.sampled_from([True, True, True, False]),
+    data_range=st.none() | st.floats(1e-3, 1e4),
     with_json=st.booleans(),
 )
 @example(  # a full-range int16 reference: max − min wrapped around to a negative "constant" range
-    reference=((8, 9), "int16", "random", 0, ".tif"), images=[((8, 9), "int16", "random", 1, ".npy")],
-    same_shape=True, data_range=None, with_json=True,
+    reference=((8, 9), "int16", "random", 0, ".tif"),
+    images=[((8, 9), "int16", "random", 1, ".npy")],
+    same_shape=True,
+    data_range=None,
+    with_json=True,
 )
 def test_cli_evaluate_scores_or_refuses(capsys, reference, images, same_shape, data_range, with_json):
     with tempfile.TemporaryDirectory() as tmp:

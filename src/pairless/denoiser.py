@@ -64,7 +64,7 @@ def denoise_array(
     batch = [a for a in axes if a not in spatial]
     order = [axes.index(a) for a in batch + spatial]
     moved = np.transpose(values, order)
-    spatial_shape = moved.shape[len(batch):]
+    spatial_shape = moved.shape[len(batch) :]
     flat = np.ascontiguousarray(moved.reshape(-1, 1, *spatial_shape))
     with torch.no_grad():
         out = denoiser(torch.from_numpy(flat), sigma=sigma).numpy()

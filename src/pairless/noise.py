@@ -60,7 +60,9 @@ MIN_BLOCKS = 800  # kept blocks needed for a fit: 4 bins of 200 detail coefficie
 _BIN_SIZE = 300  # coefficients per intensity bin (relative error of a bin variance ≈ √(2/300) ≈ 8 %)
 _MAX_BINS = 64
 _SMOOTH_RATIO = 2.0  # window variance of m allowed, in units of the noise's own contribution
-_DETAIL_RATIO = 1.6  # window mean d² allowed (others), relative to the fitted variance (≈ 2 sd of a 24-sample mean)
+_DETAIL_RATIO = (
+    1.6  # window mean d² allowed (others), relative to the fitted variance (≈ 2 sd of a 24-sample mean)
+)
 _T_SLOPE = 3.0  # slope t-statistic below which the noise is taken as signal-independent
 
 
@@ -91,12 +93,14 @@ class PoissonGaussian:
         if not self.gaussian:
             raise PairlessError(
                 f"this noise depends on the signal (variance = {self.a:.4g}·signal + {self.b:.4g}), so it "
-                f"has no single σ; use variance(signal), or fit with model='gaussian'"
+                "has no single σ; use variance(signal), or fit with model='gaussian'"
             )
         return math.sqrt(max(self.b, 0.0))
 
 
-def fit_poisson_gaussian(image, *, model: str = "poisson-gaussian", window: int | None = None) -> PoissonGaussian:
+def fit_poisson_gaussian(
+    image, *, model: str = "poisson-gaussian", window: int | None = None
+) -> PoissonGaussian:
     """Fit ``Var[z] = a·E[z] + b`` to one noisy image (2D or 3D), without clean data.
 
     :param image: the noisy image; axes of length 1 are ignored, so ``(1, Y, X)`` is a 2D image.
@@ -129,7 +133,9 @@ def fit_poisson_gaussian(image, *, model: str = "poisson-gaussian", window: int 
         high = (high[tuple(even)] - high[tuple(odd)]) / math.sqrt(2.0)
     touches_extreme = _clipped(z)
     for axis in range(k):
-        touches_extreme = np.logical_or.reduceat(touches_extreme, np.arange(0, touches_extreme.shape[axis], 2), axis=axis)
+        touches_extreme = np.logical_or.reduceat(
+            touches_extreme, np.arange(0, touches_extreme.shape[axis], 2), axis=axis
+        )
 
     if not np.any(high):
         raise PairlessError(
@@ -157,8 +163,9 @@ def fit_poisson_gaussian(image, *, model: str = "poisson-gaussian", window: int 
         m, d = mean[keep], high[keep]
         if m.size < MIN_BLOCKS:
             raise PairlessError(
-                f"only {m.size} of {mean.size} 2-pixel blocks of the image are smooth enough to measure the "
-                f"noise on (at least {MIN_BLOCKS} are needed); pass a larger image or one with more uniform regions"
+                f"only {m.size} of {mean.size} 2-pixel blocks of the image are smooth enough to measure the"
+                f" noise on (at least {MIN_BLOCKS} are needed); pass a larger image or one with more uniform"
+                " regions"
             )
         bins = _level_sets(m, d)
         means, variances, counts, kurtosis = (np.array(c, dtype=np.float64) for c in zip(*bins))
@@ -166,7 +173,9 @@ def fit_poisson_gaussian(image, *, model: str = "poisson-gaussian", window: int 
             raise PairlessError("the image's smooth regions show no noise; pass the noisy image")
         a, b = _fit_line(means, variances, counts, kurtosis, gaussian=model == "gaussian")
         noise_level = np.maximum(a * mean + b, 1e-3 * float(np.max(variances)))
-    return PoissonGaussian(float(a), float(b), tuple(zip(means.tolist(), variances.tolist(), counts.astype(int).tolist())))
+    return PoissonGaussian(
+        float(a), float(b), tuple(zip(means.tolist(), variances.tolist(), counts.astype(int).tolist()))
+    )
 
 
 def _clipped(z: np.ndarray) -> np.ndarray:
@@ -190,7 +199,9 @@ def _as_float64(image) -> np.ndarray:
     if z.size == 0:
         raise PairlessError("the image is empty (size 0); pass an image with pixels")
     if not np.isfinite(z).all():
-        raise PairlessError("the image contains NaN or Inf; replace those pixels before fitting a noise model")
+        raise PairlessError(
+            "the image contains NaN or Inf; replace those pixels before fitting a noise model"
+        )
     return z
 
 
@@ -204,7 +215,9 @@ def _level_sets(m: np.ndarray, d: np.ndarray) -> list[tuple[float, float, int, f
         scale = 1.4826 * np.median(np.abs(dd))  # MAD; on strongly quantised data it can be 0
         if not scale > 0:
             scale = float(np.sqrt(np.mean(dd * dd)))
-        for _ in range(2):  # trim outliers (texture leaking into d) at 4σ, once from the MAD, once from the trim
+        for _ in range(
+            2
+        ):  # trim outliers (texture leaking into d) at 4σ, once from the MAD, once from the trim
             kept = dd[np.abs(dd) <= 4.0 * scale] if scale > 0 else dd
             var = float(np.mean(kept * kept)) if kept.size else 0.0
             scale = math.sqrt(var)
@@ -277,7 +290,9 @@ def gat(z, model: PoissonGaussian | float, b: float | None = None) -> np.ndarray
     return (2.0 / a) * np.sqrt(np.maximum(a * z + 0.375 * a * a + b, 0.0))
 
 
-def gat_inverse(d, model: PoissonGaussian | float, b: float | None = None, *, method: str = "unbiased") -> np.ndarray:
+def gat_inverse(
+    d, model: PoissonGaussian | float, b: float | None = None, *, method: str = "unbiased"
+) -> np.ndarray:
     """Map a denoised, stabilised image ``d ≈ E[f(z)]`` back to intensities ``E[z]``.
 
     ``method="unbiased"`` (default) is Mäkitalo & Foi's closed-form approximation of the exact unbiased

@@ -1,8 +1,10 @@
-"""The Noise2Void paper's natural-image benchmark, for any self-supervised method: BSD68, Gaussian noise σ = 25, trained on BSD400.
+"""The Noise2Void paper's natural-image benchmark, for any self-supervised method: BSD68, Gaussian noise σ =
+25, trained on BSD400.
 
 Setting (Krull et al. 2019, Table 1; n2v's BSD68 reproduction notebook): grey images on the 0–255
 scale, noise ``N(0, 25²)`` added once per image with a seeded generator and **not** clipped or
-rounded.  The method (N2V by default) trains on the *noisy* BSD400 crops only and is scored on the 68 noisy test images
+rounded.  The method (N2V by default) trains on the *noisy* BSD400 crops only and is scored on the 68 noisy
+test images
 against their clean originals.  PSNR and SSIM use data range 255; SSIM is scikit-image's default
 (7×7 uniform window, sample covariance, borders excluded); numbers are means over test images.
 Classical rows: a Gaussian filter tuned per image by J-invariance (no clean data), non-local means
@@ -64,20 +66,21 @@ def reproduce_bsd68(
     from ``(seed, image index)``, so both profiles score the same noisy images.
     Returns the path of ``report.html``.
     """
-    from pairless import selfsup
-    from pairless.report import Report
+    from pairless import api
+    from pairless.experiments.report import Report
+    from pairless.methods import registry
 
     if profile not in ("quick", "paper"):
         raise PairlessError(f"unknown profile {profile!r}; use quick or paper")
-    objective = selfsup.objective_class(method)
-    config = config if config is not None else objective.config_class.for_profile(profile)
+    spec = registry.get(method, kinds=("self-supervised",))
+    config = spec.configure(profile, config)
     root = Path(data) if data is not None else DEFAULT_DATA
     missing = [name for name in ("bsd400_train", "bsd68") if not (root / name).is_dir()]
     if missing:
         raise PairlessError(
             f"BSD data not found: {str(root)!r} lacks {' and '.join(m + '/' for m in missing)}; "
-            f"pass --data DIR pointing at the folder that holds bsd400_train/ and bsd68/ "
-            f"(grey PNGs, e.g. shared/data/natural)"
+            "pass --data DIR pointing at the folder that holds bsd400_train/ and bsd68/ "
+            "(grey PNGs, e.g. shared/data/natural)"
         )
     out = Path(out)
     started = time.perf_counter()
@@ -92,10 +95,12 @@ def reproduce_bsd68(
     test_noisy = [add_noise(test_all[i], rng=np.random.default_rng([seed, 1, i])) for i in chosen]
 
     t = time.perf_counter()
-    learned = selfsup.fit(objective(config), train_noisy, axes="YX", out=out / "model", seed=seed, progress=progress)
+    learned = api.fit(
+        method, train_noisy, axes="YX", out=out / "model", config=config, seed=seed, progress=progress
+    )
     train_s = time.perf_counter() - t
 
-    methods = _methods(objective.title, learned, out / "model")
+    methods = _methods(spec.title, learned, out / "model")
     per_image, outputs = [], {}
     for name, (label, denoise) in methods.items():
         t = time.perf_counter()
@@ -110,43 +115,55 @@ def reproduce_bsd68(
     rows = []
     for name, (label, _) in methods.items():
         mine = [r for r in per_image if r["method"] == name]
-        rows.append({
-            "method": label,
-            "psnr_db": round(float(np.mean([r["psnr_db"] for r in mine])), 3),
-            "ssim": round(float(np.mean([r["ssim"] for r in mine])), 4),
-            "seconds_per_image": round(float(np.mean([r["seconds"] for r in mine])), 3),
-            "source": "this run",
-        })
-    rows.append({"method": "Noise2Void, Krull et al. 2019 (Table 1)", "psnr_db": PAPER_N2V_PSNR, "ssim": "",
-                 "seconds_per_image": "", "source": "paper, all 68 images"})
+        rows.append(
+            {
+                "method": label,
+                "psnr_db": round(float(np.mean([r["psnr_db"] for r in mine])), 3),
+                "ssim": round(float(np.mean([r["ssim"] for r in mine])), 4),
+                "seconds_per_image": round(float(np.mean([r["seconds"] for r in mine])), 3),
+                "source": "this run",
+            }
+        )
+    rows.append(
+        {
+            "method": "Noise2Void, Krull et al. 2019 (Table 1)",
+            "psnr_db": PAPER_N2V_PSNR,
+            "ssim": "",
+            "seconds_per_image": "",
+            "source": "paper, all 68 images",
+        }
+    )
 
-    report = Report(f"{objective.title} on BSD68, Gaussian noise σ = 25")
+    report = Report(f"{spec.title} on BSD68, Gaussian noise σ = 25")
     report.add_text(
-        f"Profile **{profile}**: {objective.title} trained on {len(train_noisy)} noisy BSD400 crops "
+        f"Profile **{profile}**: {spec.title} trained on {len(train_noisy)} noisy BSD400 crops "
         f"({config.steps} steps, batch {config.batch_size}, {config.patch_size}² patches, lr {config.lr}, "
         f"{config.lr_schedule} schedule), scored on {len(test_clean)} of the {len(test_all)} BSD68 images"
         + (" (evenly spaced subset: the quick profile)" if len(test_clean) < len(test_all) else "")
         + f". Noise N(0, 25²) on the 0–255 scale, unclipped, seed {seed}. PSNR and SSIM with data range 255; "
-        f"SSIM is scikit-image's default (7×7 uniform window, sample covariance). Means over test images. "
+        "SSIM is scikit-image's default (7×7 uniform window, sample covariance). Means over test images. "
         f"Training took {train_s:.0f} s, the whole run {wall_s:.0f} s."
     )
     if not _has_bm3d():
-        report.add_text("BM3D row omitted: the optional `bm3d` package is not installed "
-                        "(`pip install 'pairless[bm3d]'`).")
+        report.add_text(
+            "BM3D row omitted: the optional `bm3d` package is not installed (`pip install 'pairless[bm3d]'`)."
+        )
     caption = "Mean PSNR (dB, data range 255) and SSIM on noisy BSD68, σ = 25"
     report.add_table(rows, caption=caption, name="results")
     report.add_table(per_image, caption="Per test image", name="per_image")
     figure = _figure(test_clean[0], test_noisy[0], outputs)
     report.add_figure(figure, caption="First test image", name="example")
     if (out / "model" / "loss.png").is_file():
-        report.add_figure(out / "model" / "loss.png", caption=f"{objective.title} training and validation loss", name="loss")
+        report.add_figure(
+            out / "model" / "loss.png", caption=f"{spec.title} training and validation loss", name="loss"
+        )
     return report.write(out)
 
 
 def _methods(title: str, learned: Denoiser, model: Path) -> dict:
     """name -> (label, function noisy image -> estimate) for every row of the table."""
+    from pairless import api
     from pairless.methods.classical import make_classical
-    from pairless.modelio import load_denoiser
 
     def run(denoiser: Denoiser):
         return lambda y: denoise_array(y, denoiser, axes="YX")
@@ -159,7 +176,7 @@ def _methods(title: str, learned: Denoiser, model: Path) -> dict:
     if _has_bm3d():
         methods["bm3d"] = ("BM3D (σ = 25 known)", run(make_classical("bm3d", sigma=SIGMA)))
     methods["learned"] = (f"{title} (this run)", run(learned))
-    methods["learned-tta"] = (f"{title} + 8-fold TTA (this run)", run(load_denoiser(model, tta=True)))
+    methods["learned-tta"] = (f"{title} + 8-fold TTA (this run)", run(api.load(model, tta=True)))
     return methods
 
 

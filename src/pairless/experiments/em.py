@@ -37,14 +37,30 @@ import torch
 from pairless.denoiser import Denoiser, denoise_array
 from pairless.errors import PairlessError
 from pairless.sim.em import MODES, NOISE_TYPES, em_noise
+from pairless.sim.em_folder import read_clean_folder
 
 DEFAULT_CLEAN = Path("../shared/data/em/isbi2012/train_image")
+
+
 ISCL_NORMS = ("bn", "ln", "gn", "sn", "bin", "optimized")
+
+
 SELF_SUPERVISED = ("n2v", "structn2v", "ne2ne", "bsn", "zsn2n")
+
+
 METHODS = (
-    "noisy", "gaussian", "median", "nlm", "wiener", "dncnn", "unet", "redcnn", *SELF_SUPERVISED,
+    "noisy",
+    "gaussian",
+    "median",
+    "nlm",
+    "wiener",
+    "dncnn",
+    "unet",
+    "redcnn",
+    *SELF_SUPERVISED,
     *(f"iscl-{n}" for n in ISCL_NORMS),
 )
+
 
 # Seed 002, Table 2: (charge PSNR, charge SSIM, film PSNR, film SSIM)
 PAPER_TABLE2 = {
@@ -57,7 +73,11 @@ PAPER_TABLE2 = {
     "iscl-bin": (27.12, 0.9054, 27.06, 0.8915),
     "iscl-optimized": (27.11, 0.9076, 27.86, 0.8992),
 }
+
+
 COLUMNS = ("charge_psnr", "charge_ssim", "film_psnr", "film_ssim")
+
+
 LABELS = {
     "noisy": "noisy input",
     "gaussian": "Gaussian filter (J-invariance)",
@@ -76,10 +96,23 @@ LABELS = {
     "iscl-sn": "ISCL + SwitchNorm",
     "iscl-optimized": "ISCL optimized (IN / SpecNorm / SwitchNorm)",
 }
+
+
 # the paper's P.S./U.S. plus what it had no rows for
-TYPES = {"noisy": "input", "gaussian": "classical", "median": "classical", "nlm": "classical",
-         "wiener": "paired", "dncnn": "paired", "unet": "paired", "redcnn": "paired",
-         **{m: "self-supervised" for m in SELF_SUPERVISED}, **{f"iscl-{n}": "unpaired" for n in ISCL_NORMS}}
+TYPES = {
+    "noisy": "input",
+    "gaussian": "classical",
+    "median": "classical",
+    "nlm": "classical",
+    "wiener": "paired",
+    "dncnn": "paired",
+    "unet": "paired",
+    "redcnn": "paired",
+    **{m: "self-supervised" for m in SELF_SUPERVISED},
+    **{f"iscl-{n}": "unpaired" for n in ISCL_NORMS},
+}
+
+
 # seed 002's normalization orderings the report checks: (ahead, behind)
 CLAIMS = tuple((a, b) for a in ("iscl-bin", "iscl-optimized") for b in ("iscl-bn", "iscl-ln", "iscl-gn"))
 
@@ -92,7 +125,10 @@ class Profile:
     noise_mode: str = "additive"  # how the noise meets the image (pairless.sim.em)
 
 
-PROFILES = {"quick": Profile(folds=3, run_folds=3, crop=256), "paper": Profile(folds=4, run_folds=4, crop=None)}
+PROFILES = {
+    "quick": Profile(folds=3, run_folds=3, crop=256),
+    "paper": Profile(folds=4, run_folds=4, crop=None),
+}
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,7 @@ class Identity(Denoiser):
 
 
 def method(name: str, *, iscl_steps: int | None = None) -> Method:
-    """The study's method ``name`` (one of :data:`METHODS`); ``iscl_steps`` overrides the profile's for ISCL."""
+    """The study's method ``name`` (one of :data:`METHODS`); ``iscl_steps`` overrides ISCL's profile."""
     if name == "noisy":
         fit = _fit_identity
     elif name in ("gaussian", "median", "nlm"):
@@ -138,8 +174,12 @@ def method(name: str, *, iscl_steps: int | None = None) -> Method:
     elif name in SELF_SUPERVISED:
         fit = _self_supervised(name)
     elif name.startswith("iscl-") and name[5:] in ISCL_NORMS:
-        return Method(name, _iscl(name[5:], iscl_steps), LABELS[name],
-                      settings=lambda profile: _iscl_config(profile, iscl_steps).model_dump(mode="json"))
+        return Method(
+            name,
+            _iscl(name[5:], iscl_steps),
+            LABELS[name],
+            settings=lambda profile: _iscl_config(profile, iscl_steps).model_dump(mode="json"),
+        )
     else:
         raise PairlessError(f"unknown EM study method {name!r}; use some of {', '.join(METHODS)}")
     return Method(name, fit, LABELS[name])
@@ -196,8 +236,10 @@ def run_em_study(
     order = np.random.default_rng(seed).permutation(n)
     test_folds = np.array_split(order, folds)
     noisy = {
-        kind: [em_noise(im, kind=kind, mode=noise_mode, rng=np.random.default_rng((seed, k, i)))
-               for i, im in enumerate(images)]
+        kind: [
+            em_noise(im, kind=kind, mode=noise_mode, rng=np.random.default_rng((seed, k, i)))
+            for i, im in enumerate(images)
+        ]
         for k, kind in enumerate(noise_types)
     }
     from pairless.metrics.image import psnr, ssim
@@ -223,7 +265,9 @@ def run_em_study(
             example = int(test[0])
             if fold == 0:
                 result.examples[kind] = {"clean": images[example], "noisy input": noisy[kind][example]}
-            data_key = _fingerprint(profile, seed + fold, noise_mode, test, data, [noisy[kind][i] for i in test])
+            data_key = _fingerprint(
+                profile, seed + fold, noise_mode, test, data, [noisy[kind][i] for i in test]
+            )
             for m in methods:
                 folder = Path(out) / "models" / kind / f"fold{fold}" / m.name
                 row_key = _row_key(data_key, m.settings(profile) if m.settings else {})
@@ -237,16 +281,29 @@ def run_em_study(
                     scored = {
                         "fit_s": round(t1 - t0, 2),
                         "predict_s": round(t2 - t1, 2),
-                        "images": {int(i): (psnr(outputs[i], images[i], data_range=1.0),
-                                            ssim(outputs[i], images[i], data_range=1.0)) for i in test},
+                        "images": {
+                            int(i): (
+                                psnr(outputs[i], images[i], data_range=1.0),
+                                ssim(outputs[i], images[i], data_range=1.0),
+                            )
+                            for i in test
+                        },
                         "example": outputs[example],
                     }
                     _write_scores(folder, row_key, m.name, scored)
                 else:
                     result.reused.append(f"{kind}/fold{fold}/{m.name}")
                 for i, (p, s) in scored["images"].items():
-                    result.image_rows.append({"method": m.name, "fold": fold, "noise": kind, "image": int(i),
-                                              "psnr": float(p), "ssim": float(s)})
+                    result.image_rows.append(
+                        {
+                            "method": m.name,
+                            "fold": fold,
+                            "noise": kind,
+                            "image": int(i),
+                            "psnr": float(p),
+                            "ssim": float(s),
+                        }
+                    )
                 result.fold_rows.append(
                     {
                         "method": m.name,
@@ -262,10 +319,16 @@ def run_em_study(
                     result.examples[kind][m.label or m.name] = scored["example"]
                 if progress:
                     r = result.fold_rows[-1]
-                    print(f"[em] fold {fold} {kind:6s} {m.name:16s} PSNR {r['psnr']:.2f} SSIM {r['ssim']:.4f} "
-                          f"(fit {r['fit_s']:.0f} s, predict {r['predict_s']:.0f} s)"
-                          + (" (reused)" if result.reused and result.reused[-1] == f"{kind}/fold{fold}/{m.name}" else ""),
-                          flush=True)
+                    print(
+                        f"[em] fold {fold} {kind:6s} {m.name:16s} PSNR {r['psnr']:.2f} SSIM {r['ssim']:.4f} "
+                        f"(fit {r['fit_s']:.0f} s, predict {r['predict_s']:.0f} s)"
+                        + (
+                            " (reused)"
+                            if result.reused and result.reused[-1] == f"{kind}/fold{fold}/{m.name}"
+                            else ""
+                        ),
+                        flush=True,
+                    )
     result.rows = _summary(result.fold_rows, methods, noise_types)
     result.seconds = time.perf_counter() - start
     return result
@@ -301,20 +364,28 @@ def _read_scores(folder: Path, key: str, name: str) -> dict | None:
         return None  # unreadable: train the row again
     if saved.get("key") != key or saved.get("method") != name:
         return None
-    return {"fit_s": saved["fit_s"], "predict_s": saved["predict_s"],
-            "images": {int(i): tuple(v) for i, v in saved["images"].items()},
-            "example": np.load(folder / "example.npy")}
+    return {
+        "fit_s": saved["fit_s"],
+        "predict_s": saved["predict_s"],
+        "images": {int(i): tuple(v) for i, v in saved["images"].items()},
+        "example": np.load(folder / "example.npy"),
+    }
 
 
 def _write_scores(folder: Path, key: str, name: str, scored: dict) -> None:
-    from pairless.files import atomic_path
+    from pairless.io.files import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "example.npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(scored["example"], np.float32))
-    record = {"key": key, "method": name, "fit_s": scored["fit_s"], "predict_s": scored["predict_s"],
-              "images": {str(i): [float(p), float(s)] for i, (p, s) in scored["images"].items()}}
+    record = {
+        "key": key,
+        "method": name,
+        "fit_s": scored["fit_s"],
+        "predict_s": scored["predict_s"],
+        "images": {str(i): [float(p), float(s)] for i, (p, s) in scored["images"].items()},
+    }
     with atomic_path(folder / SCORES) as tmp:
         tmp.write_text(json.dumps(record))
 
@@ -329,9 +400,13 @@ def rank_agreement(rows: list[dict], *, names: Sequence[str] | None = None) -> d
 
     agreement = {}
     for col in COLUMNS:
-        pairs = [(r[col], r[f"paper_{col}"]) for r in rows
-                 if (names is None or r["method"] in names) and np.isfinite(r.get(col, np.nan))
-                 and np.isfinite(r.get(f"paper_{col}", np.nan))]
+        pairs = [
+            (r[col], r[f"paper_{col}"])
+            for r in rows
+            if (names is None or r["method"] in names)
+            and np.isfinite(r.get(col, np.nan))
+            and np.isfinite(r.get(f"paper_{col}", np.nan))
+        ]
         if len(pairs) >= 3:
             agreement[col] = spearman(*zip(*pairs))
     return agreement
@@ -373,11 +448,15 @@ def claim_checks(image_rows: list[dict]) -> list[dict]:
                 verdict = "holds (p < 0.05)" if t["p"] < 0.05 else "same sign, not significant"
             else:
                 verdict = "reversed (p < 0.05)" if t["p"] < 0.05 else "reversed sign, not significant"
-            checks.append({"claim": f"{LABELS[ahead]} > {LABELS[behind]}", "noise": kind, **t, "verdict": verdict})
+            checks.append(
+                {"claim": f"{LABELS[ahead]} > {LABELS[behind]}", "noise": kind, **t, "verdict": verdict}
+            )
     return checks
 
 
-def _paired_scores(image_rows: list[dict], a: str, b: str, kind: str) -> tuple[list[float], list[float]] | None:
+def _paired_scores(
+    image_rows: list[dict], a: str, b: str, kind: str
+) -> tuple[list[float], list[float]] | None:
     scores = {(r["method"], r["fold"], r["image"]): r["psnr"] for r in image_rows if r["noise"] == kind}
     keys = sorted((f, i) for m, f, i in scores if m == a and (b, f, i) in scores)
     if not keys:
@@ -405,7 +484,7 @@ def reproduce_em(
     the profile's split) when the whole of it does not fit the time there is; the report says so.
     ``iscl_steps`` overrides the profile's ISCL training steps (the report says how many ran).
     """
-    from pairless.report import Report
+    from pairless.experiments.report import Report
     from pairless.sim.em import noise_figure
 
     prof = _profile(profile)
@@ -414,22 +493,38 @@ def reproduce_em(
         raise PairlessError(f"unknown EM noise mode {mode!r}; use one of {', '.join(MODES)}")
     unknown = [k for k in noise_types if k not in NOISE_TYPES]
     if unknown or not noise_types:
-        raise PairlessError(f"unknown EM noise {', '.join(unknown) or '(none)'}; use some of {', '.join(NOISE_TYPES)}")
+        raise PairlessError(
+            f"unknown EM noise {', '.join(unknown) or '(none)'}; use some of {', '.join(NOISE_TYPES)}"
+        )
     if run_folds is not None and run_folds < 1:
-        raise PairlessError(f"run_folds must be at least 1 (got {run_folds}); it is how many folds are trained")
+        raise PairlessError(
+            f"run_folds must be at least 1 (got {run_folds}); it is how many folds are trained"
+        )
     if iscl_steps is not None and iscl_steps < 1:
-        raise PairlessError(f"iscl_steps must be at least 1 (got {iscl_steps}); it is how many steps ISCL trains")
-    chosen = [m if isinstance(m, Method) else method(m, iscl_steps=iscl_steps) for m in (methods or METHODS)]
+        raise PairlessError(
+            f"iscl_steps must be at least 1 (got {iscl_steps}); it is how many steps ISCL trains"
+        )
+    chosen = [m if isinstance(m, Method) else method(m, iscl_steps=iscl_steps) for m in methods or METHODS]
     folder = DEFAULT_CLEAN if clean is None else Path(clean)
     if not folder.is_dir():
         raise PairlessError(
             f"clean EM images not found at {str(folder)!r}; pass --clean DIR with clean EM slices "
-            f"(e.g. ISBI 2012 ssTEM train_image), or run from the repository folder beside shared/data"
+            "(e.g. ISBI 2012 ssTEM train_image), or run from the repository folder beside shared/data"
         )
     named = read_clean_folder(folder)
     out = Path(out)
-    result = run_em_study([im for _, im in named], methods=chosen, out=out, profile=profile, noise_mode=mode,
-                          noise_types=noise_types, run_folds=run_folds, seed=seed, reuse=reuse, progress=progress)
+    result = run_em_study(
+        [im for _, im in named],
+        methods=chosen,
+        out=out,
+        profile=profile,
+        noise_mode=mode,
+        noise_types=noise_types,
+        run_folds=run_folds,
+        seed=seed,
+        reuse=reuse,
+        progress=progress,
+    )
     folds_run = len({r["fold"] for r in result.fold_rows})
     first = named[0][1]
     compute_s = sum(r["fit_s"] + r["predict_s"] for r in result.fold_rows)
@@ -437,14 +532,26 @@ def reproduce_em(
     report = Report("EM denoising study (seed 002, Table 2): charge and film noise")
     report.add_text(
         f"Profile **{profile}**: {len(named)} clean slices from `{folder}`"
-        + (f", centre-cropped to {prof.crop}×{prof.crop}" if prof.crop and min(first.shape) > prof.crop else "")
+        + (
+            f", centre-cropped to {prof.crop}×{prof.crop}"
+            if prof.crop and min(first.shape) > prof.crop
+            else ""
+        )
         + f"; {prof.folds}-fold split, {folds_run} fold(s) run"
         + (" (with one fold there is no sd)" if folds_run < 2 else "")
         + (f"; noise types run: {', '.join(noise_types)}" if tuple(noise_types) != NOISE_TYPES else "")
-        + (f"; ISCL {_iscl_config(profile, iscl_steps).steps} steps" if any(m.name.startswith("iscl-") for m in chosen) else "")
+        + (
+            f"; ISCL {_iscl_config(profile, iscl_steps).steps} steps"
+            if any(m.name.startswith("iscl-") for m in chosen)
+            else ""
+        )
         + f"; seed {seed}; wall time {result.seconds / 60:.1f} min"
-        + (f" ({len(result.reused)} fold rows read back from an earlier run in the same folder; fitting and "
-           f"scoring all rows took {compute_s / 60:.1f} min in all)" if result.reused else "")
+        + (
+            f" ({len(result.reused)} fold rows read back from an earlier run in the same folder; fitting and "
+            f"scoring all rows took {compute_s / 60:.1f} min in all)"
+            if result.reused
+            else ""
+        )
         + ". In each fold the test slices are held out and the training slices are split in half: a clean "
         "set and a noisy set (other sections + simulated noise), disjoint as in the official ISCL demo. "
         "ISCL sees both sets unpaired; DnCNN, the U-Net, RED-CNN and the linear filter see the noisy set "
@@ -455,47 +562,80 @@ def reproduce_em(
         "Metrics: PSNR and SSIM against the clean slice with data range 1.0 (images scaled to [0, 1]); "
         "SSIM is scikit-image's default (7×7 uniform window, sample covariance, image borders excluded). "
         "Mean over a fold's test images, then mean ± sd over folds. "
-        f"The paper's noisy EM data is not public: noise is simulated (`pairless.sim.em`, default "
+        "The paper's noisy EM data is not public: noise is simulated (`pairless.sim.em`, default "
         f"parameters, `{mode}` mode"
         + (": noise-only images pasted onto the clean slices, as the paper did" if mode == "additive" else "")
         + "). Seed 002's Table 2 has no noisy-input row, so the noise level (~20 dB) is our choice and "
         "absolute numbers are not comparable with the paper's; the ordering of rows is."
     )
     report.add_text(_headroom_sentence(result))
-    report.add_table(_display_rows(result.rows),
-                     caption="PSNR (dB) / SSIM, mean ± sd over folds; paper = seed 002 Table 2")
+    report.add_table(
+        _display_rows(result.rows), caption="PSNR (dB) / SSIM, mean ± sd over folds; paper = seed 002 Table 2"
+    )
     # the first named table is the report's results.csv: the full-precision rows
-    report.add_table(result.rows, caption="The same numbers at full precision (sd is nan with one fold)", name="results")
+    report.add_table(
+        result.rows, caption="The same numbers at full precision (sd is nan with one fold)", name="results"
+    )
     report.add_text(_ordering_sentence(result.rows))
     tests = preset_tests(result.image_rows)
     if tests:
-        report.add_table(_round(tests), caption="Each ISCL normalization preset vs `optimized`: Wilcoxon signed-rank "
-                         "test of the PSNR difference over every test image of every fold run (two-sided; "
-                         "p_holm: Holm-adjusted over the table)", name="preset_tests")
+        report.add_table(
+            _round(tests),
+            caption=(
+                "Each ISCL normalization preset vs `optimized`: Wilcoxon signed-rank "
+                "test of the PSNR difference over every test image of every fold run (two-sided; "
+                "p_holm: Holm-adjusted over the table)"
+            ),
+            name="preset_tests",
+        )
     checks = claim_checks(result.image_rows)
     if checks:
-        report.add_table(_round(checks), caption="Seed 002's orderings (BIN / optimized ahead of BN, LN, GN), "
-                         "tested here image by image (Wilcoxon, two-sided)", name="claims")
-    report.add_table(result.fold_rows, caption="Per fold and noise type, with fit and predict times (s)", name="folds")
+        report.add_table(
+            _round(checks),
+            caption=(
+                "Seed 002's orderings (BIN / optimized ahead of BN, LN, GN), "
+                "tested here image by image (Wilcoxon, two-sided)"
+            ),
+            name="claims",
+        )
+    report.add_table(
+        result.fold_rows, caption="Per fold and noise type, with fit and predict times (s)", name="folds"
+    )
     report.add_table(result.image_rows, caption="Per test image (the paired tests' data)", name="images")
     first = _crop(first, prof.crop)
     report.add_figure(
-        noise_figure(first, charge=em_noise(first, kind="charge", mode=mode, rng=seed),
-                     film=em_noise(first, kind="film", mode=mode, rng=seed)),
-        caption=f"Simulated EM noise ({mode} mode) on a clean slice: charge noise (scan streaks and bands, gain "
-        "drift, shot noise" + (", charging tails" if mode == "structural" else "") + ") and film noise "
-        "(grain, mottling, stains, folds, scratches, holes)",
+        noise_figure(
+            first,
+            charge=em_noise(first, kind="charge", mode=mode, rng=seed),
+            film=em_noise(first, kind="film", mode=mode, rng=seed),
+        ),
+        caption=(
+            f"Simulated EM noise ({mode} mode) on a clean slice: charge noise (scan streaks and bands, gain "
+            "drift, shot noise"
+        )
+        + (", charging tails" if mode == "structural" else "")
+        + ") and film noise (grain, mottling, stains, folds, scratches, holes)",
         name="em_noise",
     )
     for kind, panels in result.examples.items():
-        report.add_figure(_panel_figure(panels), caption=f"{kind} noise, fold 0, first test slice: each row's output "
-                          f"and its |output − clean| heat-map below it (0 to 0.25) — cf. the paper's Fig. 3",
-                          name=f"panels_{kind}")
+        report.add_figure(
+            _panel_figure(panels),
+            caption=(
+                f"{kind} noise, fold 0, first test slice: each row's output "
+                "and its |output − clean| heat-map below it (0 to 0.25) — cf. the paper's Fig. 3"
+            ),
+            name=f"panels_{kind}",
+        )
     curves = _loss_figure(out, [m.name for m in chosen])
     if curves is not None:
-        report.add_figure(curves, caption="ISCL training losses per normalization preset (fold 0; one row per noise): "
-                          "D's hinge + boosting loss, G's adversarial + λ·(cycle + bypass) loss, H's loss",
-                          name="iscl_losses")
+        report.add_figure(
+            curves,
+            caption=(
+                "ISCL training losses per normalization preset (fold 0; one row per noise): "
+                "D's hinge + boosting loss, G's adversarial + λ·(cycle + bypass) loss, H's loss"
+            ),
+            name="iscl_losses",
+        )
     return report.write(out)
 
 
@@ -514,68 +654,16 @@ def _headroom_sentence(result: StudyResult) -> str:
                 if np.isfinite(value):
                     text += f", {LABELS[name]} {value - ceiling:+.2f} dB from it"
         parts.append(text)
-    return ("Headroom per noise (test-set means unless noted): " + "; ".join(parts) + ". The ceiling is the "
-            "least-squares FIR filter (21×101 taps) fitted with the noisy set's pairs: no linear shift-invariant "
-            "filter of that support does better on them.") if parts else ""
-
-
-def read_clean_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
-    """Every 2D image in ``folder`` (in natural name order), scaled to [0, 1] by :func:`to_unit`."""
-    from pairless.io import read_image
-
-    return [(p.name, to_unit(read_image(p).data, p)) for p in _image_files(folder)]
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
-    if not files:
-        raise PairlessError(f"{str(folder)!r} holds no images; pass a folder of clean 2D EM images")
-    return sorted(files, key=lambda p: (len(p.name), p.name))  # 2.png before 10.png
-
-
-def to_unit(data: np.ndarray, path: Path | str) -> np.ndarray:
-    """Scale an image to [0, 1]: integers by their dtype's maximum, floats must already be there."""
-    if data.ndim != 2:
-        raise PairlessError(f"{path}: EM noise needs 2D images, got shape {data.shape}; split stacks into slices")
-    if np.issubdtype(data.dtype, np.integer):
-        return (data / np.iinfo(data.dtype).max).astype(np.float32)
-    data = data.astype(np.float32)
-    if data.min() < 0 or data.max() > 1:
-        raise PairlessError(
-            f"{path}: float images must be in [0, 1] (range {data.min():.4g}..{data.max():.4g}); rescale them"
+    return (
+        (
+            "Headroom per noise (test-set means unless noted): "
+            + "; ".join(parts)
+            + ". The ceiling is the least-squares FIR filter (21×101 taps) fitted with the noisy set's pairs:"
+            " no linear shift-invariant filter of that support does better on them."
         )
-    return data
-
-
-def simulate_em_folder(clean: Path, *, kind: str, out: Path, seed: int = 0, mode: str = "structural") -> list[Path]:
-    """Write a noisy copy of every image in ``clean`` to ``out`` (same names, same dtype) and ``out/em_noise.png``.
-
-    Integer images are scaled by their dtype's maximum to [0, 1], noised and scaled back; slice
-    ``i`` (in natural name order) gets the noise of ``rng((seed, i))``.  ``mode`` is
-    ``structural`` or ``additive`` (noise-only images pasted on, as seed 002 did).
-    """
-    from pairless.files import atomic_path
-    from pairless.io import read_image, write_image
-    from pairless.sim.em import noise_figure
-
-    if kind not in NOISE_TYPES:
-        raise PairlessError(f"unknown EM noise {kind!r}; use one of {', '.join(NOISE_TYPES)}")
-    if mode not in MODES:
-        raise PairlessError(f"unknown EM noise mode {mode!r}; use one of {', '.join(MODES)}")
-    files = _image_files(clean)
-    sources = [read_image(p) for p in files]  # validate every input before writing anything
-    units = [to_unit(s.data, p) for s, p in zip(sources, files)]
-    written = []
-    for i, (path, source, unit) in enumerate(zip(files, sources, units)):
-        noisy = em_noise(unit, kind=kind, mode=mode, rng=np.random.default_rng((seed, i)))
-        if np.issubdtype(source.data.dtype, np.integer):
-            noisy = noisy * np.iinfo(source.data.dtype).max
-        written.append(write_image(Path(out) / path.name, source.with_data(noisy), dtype=source.data.dtype))
-    fig = noise_figure(units[0], charge=em_noise(units[0], kind="charge", mode=mode, rng=seed),
-                       film=em_noise(units[0], kind="film", mode=mode, rng=seed))
-    with atomic_path(Path(out) / "em_noise.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    return written
+        if parts
+        else ""
+    )
 
 
 def _profile(profile: str) -> Profile:
@@ -599,7 +687,9 @@ def _summary(fold_rows: list[dict], methods: Sequence[Method], noise_types: Sequ
             for metric in ("psnr", "ssim"):
                 values = [r[metric] for r in fold_rows if r["method"] == m.name and r["noise"] == kind]
                 row[f"{kind}_{metric}"] = float(np.mean(values)) if values else float("nan")
-                row[f"{kind}_{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                row[f"{kind}_{metric}_sd"] = (
+                    float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                )
         for col, value in zip(COLUMNS, PAPER_TABLE2.get(m.name, (float("nan"),) * 4)):
             row[f"paper_{col}"] = value
         row["folds"] = len({r["fold"] for r in fold_rows if r["method"] == m.name})
@@ -628,24 +718,30 @@ def _display_rows(rows: list[dict]) -> list[dict]:
 
 
 def _round(rows: list[dict]) -> list[dict]:
-    return [{k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    return [{k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
 
 def _ordering_sentence(rows: list[dict]) -> str:
     text = []
-    for title, names in (("all rows both tables have", None),
-                         ("the normalization presets only", [f"iscl-{n}" for n in ISCL_NORMS])):
+    for title, names in (
+        ("all rows both tables have", None),
+        ("the normalization presets only", [f"iscl-{n}" for n in ISCL_NORMS]),
+    ):
         agreement = rank_agreement(rows, names=names)
         if not agreement:
-            text.append(f"Ordering vs. the paper over {title}: fewer than three such rows were run, so no rank "
-                        f"correlation is reported.")
+            text.append(
+                f"Ordering vs. the paper over {title}: fewer than three such rows were run, so no rank "
+                "correlation is reported."
+            )
             continue
         parts = []
         for col, s in agreement.items():
             ci = f" [{s['low']:+.2f}, {s['high']:+.2f}]" if np.isfinite(s["low"]) else " (no CI for n < 4)"
             parts.append(f"{col.replace('_', ' ')} ρ = {s['rho']:+.2f}{ci} (n = {s['n']})")
-        text.append(f"Ordering vs. the paper's Table 2 over {title} (Spearman's ρ with a 95% CI, Fisher z with "
-                    f"Bonett–Wright's standard error): {'; '.join(parts)}.")
+        text.append(
+            f"Ordering vs. the paper's Table 2 over {title} (Spearman's ρ with a 95% CI, Fisher z with "
+            f"Bonett–Wright's standard error): {'; '.join(parts)}."
+        )
     return " ".join(text)
 
 
@@ -663,8 +759,9 @@ def _panel_figure(panels: dict[str, np.ndarray], *, zoom: int = 160, per_line: i
     names = list(panels)
     lines = -(-len(names) // per_line)
     cols = min(per_line, len(names))
-    fig, axes = plt.subplots(2 * lines, cols, figsize=(1.9 * cols, 4.1 * lines), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        2 * lines, cols, figsize=(1.9 * cols, 4.1 * lines), squeeze=False, constrained_layout=True
+    )
     for k, name in enumerate(names):
         top, col = 2 * (k // per_line), k % per_line
         axes[top, col].imshow(panels[name][crop], cmap="gray", vmin=0, vmax=1)
@@ -697,13 +794,17 @@ def _loss_figure(out: Path, names: Sequence[str]):
 
     kinds = [k for k in NOISE_TYPES if any(key[0] == k for key in logs)]
     terms = (("loss_d", "D"), ("loss_g", "G"), ("loss_h", "H"))
-    fig, axes = plt.subplots(len(kinds), 3, figsize=(12, 3.2 * len(kinds)), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(kinds), 3, figsize=(12, 3.2 * len(kinds)), squeeze=False, constrained_layout=True
+    )
     for r, kind in enumerate(kinds):
         for c, (key, title) in enumerate(terms):
             ax = axes[r, c]
             for name in presets:
                 rows = logs.get((kind, name), [])
-                points = [(float(row["step"]), float(row[key])) for row in rows if row.get(key) not in (None, "")]
+                points = [
+                    (float(row["step"]), float(row[key])) for row in rows if row.get(key) not in (None, "")
+                ]
                 if points:
                     ax.plot(*zip(*points), label=LABELS.get(name, name).replace("ISCL ", ""))
             ax.set_title(f"{kind}: {title} loss", fontsize=9)
@@ -742,47 +843,70 @@ AUGMENT = {("charge", "additive"): "flips", ("charge", "structural"): "updown"}
 
 def _supervised(arch: str) -> Callable[..., Denoiser]:
     def fit(data: FoldData, *, out: Path, profile: str, seed: int, progress: bool) -> Denoiser:
-        from pairless.methods.supervised import fit_supervised, profile_config
+        from pairless import api
 
         augment = AUGMENT.get((data.noise, data.mode), "dihedral")
-        config = profile_config(profile, arch).model_copy(update={"augment": augment})
-        return fit_supervised(data.noisy, data.noisy_truth, arch=arch, out=out, config=config, seed=seed,
-                              progress=progress)
+        return api.fit(
+            "supervised",
+            data.noisy,
+            clean=data.noisy_truth,
+            out=out,
+            profile=profile,
+            arch=arch,
+            augment=augment,
+            seed=seed,
+            progress=progress,
+        )
 
     return fit
 
 
 def _self_supervised(name: str) -> Callable[..., Denoiser]:
     def fit(data: FoldData, *, out: Path, profile: str, seed: int, progress: bool) -> Denoiser:
-        from pairless import selfsup
+        from pairless import api
 
-        objective = selfsup.objective_class("n2v" if name == "structn2v" else name)
         overrides = {
-            # structN2V: the horizontal mask hides the scan line's neighbours, whose noise the streaks correlate
+            # structN2V: the horizontal mask hides the scan line's neighbours, whose noise the streaks
+            # correlate
             "structn2v": {"struct_mask": "horizontal"},
             # BSN: EM noise is correlated, not the per-pixel Gaussian the posterior step assumes, and the
             # textured slices have no smooth regions to fit that model on; so the blind-spot mean alone
             "bsn": {"noise": "none"},
         }.get(name, {})
-        config = objective.config_class.for_profile(profile, **overrides)
-        return selfsup.fit(objective(config), [np.stack(data.noisy)], axes="SYX", out=out, seed=seed,
-                           progress=progress, resume=False)
+        return api.fit(
+            "n2v" if name == "structn2v" else name,
+            np.stack(data.noisy),
+            axes="SYX",
+            out=out,
+            profile=profile,
+            seed=seed,
+            progress=progress,
+            resume=False,
+            **overrides,
+        )
 
     return fit
 
 
 def _iscl_config(profile: str, steps: int | None):
-    from pairless.methods.iscl import profile_config
+    from pairless.methods.iscl import ISCLConfig
 
-    config = profile_config(profile)
-    return config if steps is None else config.model_copy(update={"steps": steps})
+    return ISCLConfig.for_profile(profile, **({} if steps is None else {"steps": steps}))
 
 
 def _iscl(norm: str, steps: int | None) -> Callable[..., Denoiser]:
     def fit(data: FoldData, *, out: Path, profile: str, seed: int, progress: bool) -> Denoiser:
-        from pairless.methods.iscl import fit_iscl
+        from pairless import api
 
-        return fit_iscl(data.noisy, data.clean, out=out, norm=norm, config=_iscl_config(profile, steps), seed=seed,
-                        progress=progress)
+        return api.fit(
+            "iscl",
+            data.noisy,
+            clean=data.clean,
+            out=out,
+            config=_iscl_config(profile, steps),
+            norm=norm,
+            seed=seed,
+            progress=progress,
+        )
 
     return fit

@@ -43,8 +43,19 @@ QUICK = {
     # planes, the slice-by-slice reconstruction's noise does not), residual, no batch norm (patches of
     # 8 adjacent planes make batch statistics unrepresentative), a fifth of the patch cells held out for
     # the selection loss; chosen on seed 0 against 2D / batch norm / 16 filters (closing note, PET issue)
-    "n2n": {"ndim": 3, "context": 3, "batch_norm": False, "residual": True, "filters": 24, "batch_size": 4,
-            "patch_size": 32, "patch_depth": 8, "steps": 1200, "val_every": 100, "val_fraction": 0.2},
+    "n2n": {
+        "ndim": 3,
+        "context": 3,
+        "batch_norm": False,
+        "residual": True,
+        "filters": 24,
+        "batch_size": 4,
+        "patch_size": 32,
+        "patch_depth": 8,
+        "steps": 1200,
+        "val_every": 100,
+        "val_fraction": 0.2,
+    },
     "n2v": {"steps": 600, "val_every": 100, "patch_size": 48},
     "ne2ne": {"filters": 16, "patch_size": 48, "steps": 1500, "val_every": 100},
     # no posterior step: OSEM noise is correlated in space, and the Haar-based noise fit finds no model in it
@@ -55,7 +66,7 @@ ARCHITECTURE = ("ndim", "context", "batch_norm", "residual", "noise")
 
 
 class PetStudyConfig(Config):
-    """The study's settings; ``profile`` picks the learned methods' training (quick: minutes on a CPU; paper)."""
+    """The study's settings; ``profile`` picks the learned methods' training (quick: CPU minutes; paper)."""
 
     profile: Literal["quick", "paper"] = "quick"
     slices: int = Field(61, ge=1, description="planes simulated around the sphere plane (2.027 mm each)")
@@ -87,11 +98,14 @@ class PetStudyResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def table1(self, *, reference: str = "10min") -> list[dict]:
-        """Table 1 rows (method, PSNR, NRMSE %, SSIM; mean over the seeds) for one reference, phantom interior."""
+        """Table 1 rows (method, PSNR, NRMSE %, SSIM; mean over the seeds) for one reference, phantom
+        interior."""
         return _mean_rows(self.metrics, reference)
 
 
-def run_pet_study(out: str | Path, *, config: PetStudyConfig | None = None, progress: bool = True) -> PetStudyResult:
+def run_pet_study(
+    out: str | Path, *, config: PetStudyConfig | None = None, progress: bool = True
+) -> PetStudyResult:
     """Simulate, denoise, evaluate and write the report into ``out``, for each seed; returns the numbers."""
     config = config or PetStudyConfig()
     out = Path(out)
@@ -114,48 +128,68 @@ def run_pet_study(out: str | Path, *, config: PetStudyConfig | None = None, prog
     report = _report(config, first, metrics, recoveries, bias, selection, out, seconds)
     path = report.write(out)
     seconds["report"] = time.perf_counter() - t0
-    return PetStudyResult(metrics=metrics, recoveries=recoveries, bias=bias, selection=selection, report=path,
-                          seconds=seconds)
+    return PetStudyResult(
+        metrics=metrics, recoveries=recoveries, bias=bias, selection=selection, report=path, seconds=seconds
+    )
 
 
 def _denoise_seed(config: PetStudyConfig, seed: int, out: Path, progress: bool):
     """One seed's images: truth, 10-minute, 2-minute, filtered and learned; and how each model was chosen."""
-    from pairless import selfsup
+    from pairless import api
     from pairless.denoiser import denoise_array
+    from pairless.methods import registry
     from pairless.methods.classical import make_classical
     from pairless.sim.pet import simulate_pet
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    study = simulate_pet(minutes=(SHORT_MIN, LONG_MIN), slices=config.slices, config=config.sim, seed=seed, splits=2)
+    study = simulate_pet(
+        minutes=(SHORT_MIN, LONG_MIN), slices=config.slices, config=config.sim, seed=seed, splits=2
+    )
     seconds["simulation + OSEM"] = time.perf_counter() - t0
     short = study.images[SHORT_MIN]
     halves = study.parts[SHORT_MIN]
     images = {"truth": study.truth, "10min": study.images[LONG_MIN], "2min": short}
     t0 = time.perf_counter()
-    images["2min+gaussian"] = denoise_array(short, make_classical("gaussian", sigma=config.gaussian_sigma), axes="SYX")
-    images["2min+median"] = denoise_array(short, make_classical("median", size=config.median_size), axes="SYX")
+    images["2min+gaussian"] = denoise_array(
+        short, make_classical("gaussian", sigma=config.gaussian_sigma), axes="SYX"
+    )
+    images["2min+median"] = denoise_array(
+        short, make_classical("median", size=config.median_size), axes="SYX"
+    )
     seconds["filters"] = time.perf_counter() - t0
 
     box = _phantom_box(short)
     selection = []
     for method in config.methods:
         t0 = time.perf_counter()
-        objective = selfsup.objective_class(method)
+        spec = registry.get(method)
         # the paper profile changes the schedule and width, not what the network is or sees
-        settings = dict(QUICK[method]) if config.profile == "quick" else {
-            k: v for k, v in QUICK[method].items() if k in ARCHITECTURE}
+        settings = (
+            dict(QUICK[method])
+            if config.profile == "quick"
+            else {k: v for k, v in QUICK[method].items() if k in ARCHITECTURE}
+        )
         if config.steps is not None:
             settings["steps"] = config.steps
             settings["val_every"] = min(settings.get("val_every", config.steps), config.steps)
-        method_config = objective.config_class.for_profile(config.profile, **settings)
+        method_config = spec.configure(config.profile, **settings)
         axes = "ZYX" if method_config.ndim == 3 else "SYX"
-        data = [tuple(h[box] for h in halves)] if objective.views == 2 else [short[box]]
+        pairs = spec.kind == "paired-acquisitions"
+        data = [tuple(h[box] for h in halves)] if pairs else [short[box]]
         # resume=False: a model folder left by an earlier run may belong to other data
-        denoiser = selfsup.fit(objective(method_config), data, axes=axes, out=out / method, seed=seed,
-                               progress=progress, resume=False)
+        denoiser = api.fit(
+            method,
+            data,
+            axes=axes,
+            out=out / method,
+            config=method_config,
+            seed=seed,
+            progress=progress,
+            resume=False,
+        )
         images[f"2min+{method}"] = denoise_array(short, denoiser, axes=axes)
-        if objective.views == 2:  # the other way to denoise the frame: each half, then their mean
+        if pairs:  # the other way to denoise the frame: each half, then their mean
             images[f"2min+{method}-halves"] = 0.5 * sum(denoise_array(h, denoiser, axes=axes) for h in halves)
         selection.append({"seed": seed, "method": method, **_chosen(out / method, method_config.steps)})
         seconds[f"{method} (train + predict)"] = time.perf_counter() - t0
@@ -171,8 +205,12 @@ def _chosen(model_dir: Path, steps: int) -> dict:
     log = list(csv.DictReader((model_dir / "training_log.csv").open()))
     val = [(int(r["step"]), float(r["val_loss"])) for r in log if r.get("val_loss")]
     best = int(read_yaml(model_dir / "config.yaml")["best_step"])
-    return {"steps": steps, "chosen_step": best, "chosen_val_loss": min(v for _, v in val),
-            "last_val_loss": val[-1][1]}
+    return {
+        "steps": steps,
+        "chosen_step": best,
+        "chosen_val_loss": min(v for _, v in val),
+        "last_val_loss": val[-1][1],
+    }
 
 
 def _phantom_box(volume: np.ndarray, margin: int = 8) -> tuple[slice, slice, slice]:
@@ -194,9 +232,9 @@ def _phantom_box(volume: np.ndarray, margin: int = 8) -> tuple[slice, slice, sli
 
 
 METRIC_CONVENTION = (
-    "2D per slice, mean over the simulated slices; region = phantom interior (true activity > 0); data_range = "
-    "max − min of the reference over the region; NRMSE euclidean (‖x − ref‖ / ‖ref‖, in %); SSIM 7×7 uniform "
-    "window, mean of the map over the region.  Mean ± sd over the seeds."
+    "2D per slice, mean over the simulated slices; region = phantom interior (true activity > 0); data_range"
+    " = max − min of the reference over the region; NRMSE euclidean (‖x − ref‖ / ‖ref‖, in %); SSIM 7×7"
+    " uniform window, mean of the map over the region.  Mean ± sd over the seeds."
 )
 
 
@@ -220,38 +258,72 @@ def _evaluate(images: dict, study, seed: int) -> tuple[list[dict], list[dict], l
             for method in _methods(images) if reference == "10min" else ["10min", *_methods(images)]:
                 image = images[method]
                 per_slice = [
-                    (psnr(image[k], ref[k], data_range=data_range, mask=None if mask is None else mask[k]),
-                     nrmse(image[k], ref[k], mask=None if mask is None else mask[k]),
-                     ssim(image[k], ref[k], data_range=data_range, mask=None if mask is None else mask[k]))
-                    for k in range(ref.shape[0]) if mask is None or mask[k].any()
+                    (
+                        psnr(image[k], ref[k], data_range=data_range, mask=None if mask is None else mask[k]),
+                        nrmse(image[k], ref[k], mask=None if mask is None else mask[k]),
+                        ssim(image[k], ref[k], data_range=data_range, mask=None if mask is None else mask[k]),
+                    )
+                    for k in range(ref.shape[0])
+                    if mask is None or mask[k].any()
                 ]
                 psnr_v, nrmse_v, ssim_v = np.mean(per_slice, axis=0)
-                metrics.append({"seed": seed, "reference": reference, "region": region, "method": method,
-                                "psnr_db": float(psnr_v), "nrmse_pct": float(100 * nrmse_v), "ssim": float(ssim_v),
-                                "data_range": data_range})
+                metrics.append(
+                    {
+                        "seed": seed,
+                        "reference": reference,
+                        "region": region,
+                        "method": method,
+                        "psnr_db": float(psnr_v),
+                        "nrmse_pct": float(100 * nrmse_v),
+                        "ssim": float(ssim_v),
+                        "data_range": data_range,
+                    }
+                )
     recoveries, bias = [], []
     backgrounds = {}
     for name in ("truth", "10min", *_methods(images)):
         try:
-            result = evaluate_nema(images[name], voxel_size=voxel_size, sphere_activity=phantom.sphere_activity,
-                                   background_activity=phantom.background_activity, fit=fit)
-        except PairlessError:  # a denoiser that erased the spheres fails every band rather than stopping the study
+            result = evaluate_nema(
+                images[name],
+                voxel_size=voxel_size,
+                sphere_activity=phantom.sphere_activity,
+                background_activity=phantom.background_activity,
+                fit=fit,
+            )
+        except (
+            PairlessError
+        ):  # a denoiser that erased the spheres fails every band rather than stopping the study
             result = _no_spheres(images[name], fit, voxel_size)
         backgrounds[name] = result["background_measured"]
         if name == "truth":
             conventions = result["conventions"]
         for s in result["spheres"]:
-            recoveries.append({
-                "seed": seed, "image": name, "diameter_mm": s["diameter_mm"], "rc_max": s["rc_max"],
-                "rc_mean": s["rc_mean"], "rc_peak": s["rc_peak"], "earl1_rc_max": s["earl1"]["rc_max"],
-                "earl1_rc_mean": s["earl1"]["rc_mean"], "earl2_rc_max": s["earl2"]["rc_max"],
-                "earl2_rc_mean": s["earl2"]["rc_mean"], "contrast_pct": s["contrast_pct"],
-                "background_variability_pct": s["background_variability_pct"],
-            })
+            recoveries.append(
+                {
+                    "seed": seed,
+                    "image": name,
+                    "diameter_mm": s["diameter_mm"],
+                    "rc_max": s["rc_max"],
+                    "rc_mean": s["rc_mean"],
+                    "rc_peak": s["rc_peak"],
+                    "earl1_rc_max": s["earl1"]["rc_max"],
+                    "earl1_rc_mean": s["earl1"]["rc_mean"],
+                    "earl2_rc_max": s["earl2"]["rc_max"],
+                    "earl2_rc_mean": s["earl2"]["rc_mean"],
+                    "contrast_pct": s["contrast_pct"],
+                    "background_variability_pct": s["background_variability_pct"],
+                }
+            )
     for name in ("10min", *_methods(images)):
-        bias.append({"seed": seed, "image": name, "background_kBq_per_mL": backgrounds[name],
-                     "bias_vs_truth_pct": 100 * (backgrounds[name] / phantom.background_activity - 1),
-                     "bias_vs_2min_pct": 100 * (backgrounds[name] / backgrounds["2min"] - 1)})
+        bias.append(
+            {
+                "seed": seed,
+                "image": name,
+                "background_kBq_per_mL": backgrounds[name],
+                "bias_vs_truth_pct": 100 * (backgrounds[name] / phantom.background_activity - 1),
+                "bias_vs_2min_pct": 100 * (backgrounds[name] / backgrounds["2min"] - 1),
+            }
+        )
     return metrics, recoveries, bias, conventions
 
 
@@ -261,10 +333,22 @@ def _no_spheres(image: np.ndarray, fit, voxel_size) -> dict:
     rois = _background_rois(image, fit, np.array(voxel_size))
     nan = float("nan")
     verdicts = {"rc_max": "fail", "rc_mean": "fail", "rc_peak": "fail"}
-    return {"background_measured": float(np.mean(rois[BACKGROUND_ROI_MM])),
-            "spheres": [{"diameter_mm": d, "rc_max": nan, "rc_mean": nan, "rc_peak": nan, "earl1": verdicts,
-                         "earl2": verdicts, "contrast_pct": nan, "background_variability_pct": nan}
-                        for d in SPHERE_DIAMETERS_MM]}
+    return {
+        "background_measured": float(np.mean(rois[BACKGROUND_ROI_MM])),
+        "spheres": [
+            {
+                "diameter_mm": d,
+                "rc_max": nan,
+                "rc_mean": nan,
+                "rc_peak": nan,
+                "earl1": verdicts,
+                "earl2": verdicts,
+                "contrast_pct": nan,
+                "background_variability_pct": nan,
+            }
+            for d in SPHERE_DIAMETERS_MM
+        ],
+    }
 
 
 def _mean_rows(metrics: list[dict], reference: str) -> list[dict]:
@@ -272,7 +356,12 @@ def _mean_rows(metrics: list[dict], reference: str) -> list[dict]:
     out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        out.append({"method": method, **{k: float(np.mean([r[k] for r in mine])) for k in ("psnr_db", "nrmse_pct", "ssim")}})
+        out.append(
+            {
+                "method": method,
+                **{k: float(np.mean([r[k] for r in mine])) for k in ("psnr_db", "nrmse_pct", "ssim")},
+            }
+        )
     return out
 
 
@@ -286,18 +375,39 @@ def _findings(metrics: list[dict], recoveries: list[dict]) -> dict:
     10-minute image) and finding 2 (all six spheres inside EARL1 for RCmax and RCmean); which spheres fail."""
     out = {}
     for seed in dict.fromkeys(r["seed"] for r in metrics):
-        def get(method, key):
-            return next(r[key] for r in metrics if r["seed"] == seed and r["reference"] == "10min"
-                        and r["region"] == "phantom" and r["method"] == method)
 
-        methods = list(dict.fromkeys(r["method"] for r in metrics if r["seed"] == seed and r["reference"] == "10min"))
+        def get(method, key):
+            return next(
+                r[key]
+                for r in metrics
+                if r["seed"] == seed
+                and r["reference"] == "10min"
+                and r["region"] == "phantom"
+                and r["method"] == method
+            )
+
+        methods = list(
+            dict.fromkeys(r["method"] for r in metrics if r["seed"] == seed and r["reference"] == "10min")
+        )
         for method in methods:
             quality = method not in ("2min", *FILTERS) and all(
-                get(method, "psnr_db") > get(f, "psnr_db") and get(method, "ssim") > get(f, "ssim")
-                and get(method, "nrmse_pct") < get(f, "nrmse_pct") for f in FILTERS)
+                get(method, "psnr_db") > get(f, "psnr_db")
+                and get(method, "ssim") > get(f, "ssim")
+                and get(method, "nrmse_pct") < get(f, "nrmse_pct")
+                for f in FILTERS
+            )
             rows = [r for r in recoveries if r["seed"] == seed and r["image"] == method]
-            fails = {band: sorted({r["diameter_mm"] for r in rows for m in ("rc_max", "rc_mean")
-                                   if r[f"{band}_{m}"] == "fail"}) for band in ("earl1", "earl2")}
+            fails = {
+                band: sorted(
+                    {
+                        r["diameter_mm"]
+                        for r in rows
+                        for m in ("rc_max", "rc_mean")
+                        if r[f"{band}_{m}"] == "fail"
+                    }
+                )
+                for band in ("earl1", "earl2")
+            }
             out[seed, method] = {"quality": quality, "earl1": not fails["earl1"], "fails": fails}
     return out
 
@@ -306,7 +416,7 @@ def _report(config, first, metrics, recoveries, bias, selection, out: Path, seco
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from pairless.report import Report
+    from pairless.experiments.report import Report
 
     images, study, conventions = first
     sim = study.config
@@ -314,81 +424,137 @@ def _report(config, first, metrics, recoveries, bias, selection, out: Path, seco
     findings = _findings(metrics, recoveries)
     report = Report(f"PET: denoising a simulated 2-minute NEMA IQ scan (seed 000), {len(seeds)} seed(s)")
     report.add_text(_findings_box(findings, seeds))
-    report.add_figure(_panels(images, study.phantom), caption=f"Seed {seeds[0]}, sphere plane: images (top, same "
-                      "window) and differences from the 10-minute image (bottom, ±25 % of the window)", name="images")
-    report.add_figure(_rc_plot(recoveries), caption="Recovery coefficients vs sphere diameter (mean ± sd over the "
-                      "seeds) with the EARL1 bands (shaded) and EARL2 bands (dashed)", name="rc")
-    report.add_text(
-        "## Setting\n\n"
-        "Simulated Siemens Biograph mCT study of the NEMA IQ (IEC body) phantom, EARL filling: spheres "
-        f"{study.phantom.sphere_activity:g} kBq/mL, background {study.phantom.background_activity:g} kBq/mL (10:1), "
-        f"cold lung insert. {study.truth.shape[0]} planes of {sim.slice_mm} mm, {sim.matrix}x{sim.matrix} pixels of "
-        f"{sim.pixel_mm} mm, {sim.views} views, ordinary-Poisson OSEM {sim.iterations} iterations x {sim.subsets} "
-        f"subsets (no PSF model, no post-filter). The 2-minute frame is a binomial thinning of the 10-minute counts "
-        f"(p = {study.counts[SHORT_MIN] / study.counts[LONG_MIN]:.4f} measured; 0.2051 expected from F-18 decay); its "
-        "counts are split again into two independent halves (p = 1/2), each reconstructed with the same OSEM. "
-        f"Filters on the 2D slices: Gaussian σ = {config.gaussian_sigma:g} px, median {config.median_size} px. "
-        f"Learned ({config.profile} profile): Noise2Noise (`n2n`, the default) trained on the two halves; "
-        "Noise2Void, Neighbor2Neighbor and the blind-spot network trained on the 2-minute volume alone. "
-        "`2min+n2n` applies the Noise2Noise model to the 2-minute frame; `2min+n2n-halves` averages its "
-        "predictions of the two halves. No method sees the 10-minute image or the truth, in training or in "
-        f"choosing its checkpoint. Seeds {', '.join(map(str, seeds))}."
+    report.add_figure(
+        _panels(images, study.phantom),
+        caption=(
+            f"Seed {seeds[0]}, sphere plane: images (top, same "
+            "window) and differences from the 10-minute image (bottom, ±25 % of the window)"
+        ),
+        name="images",
     )
-    report.add_text("## Table 1 against the 10-minute image, and against the true activity\n\nConvention: "
-                    + METRIC_CONVENTION)
-    report.add_table(_summary(metrics, findings, "10min", paper=True), caption="Against the 10-minute image "
-                     "(the paper's Table 1 beside ours; finding 1 = beats both filters on all three, per seed)")
+    report.add_figure(
+        _rc_plot(recoveries),
+        caption=(
+            "Recovery coefficients vs sphere diameter (mean ± sd over the "
+            "seeds) with the EARL1 bands (shaded) and EARL2 bands (dashed)"
+        ),
+        name="rc",
+    )
+    report.add_text(
+        "## Setting\n\nSimulated Siemens Biograph mCT study of the NEMA IQ (IEC body) phantom, EARL filling:"
+        f" spheres {study.phantom.sphere_activity:g} kBq/mL, background {study.phantom.background_activity:g}"
+        f" kBq/mL (10:1), cold lung insert. {study.truth.shape[0]} planes of {sim.slice_mm} mm,"
+        f" {sim.matrix}x{sim.matrix} pixels of {sim.pixel_mm} mm, {sim.views} views, ordinary-Poisson OSEM"
+        f" {sim.iterations} iterations x {sim.subsets} subsets (no PSF model, no post-filter). The 2-minute"
+        " frame is a binomial thinning of the 10-minute counts (p ="
+        f" {study.counts[SHORT_MIN] / study.counts[LONG_MIN]:.4f} measured; 0.2051 expected from F-18 decay);"
+        " its counts are split again into two independent halves (p = 1/2), each reconstructed with the same"
+        f" OSEM. Filters on the 2D slices: Gaussian σ = {config.gaussian_sigma:g} px, median"
+        f" {config.median_size} px. Learned ({config.profile} profile): Noise2Noise (`n2n`, the default)"
+        " trained on the two halves; Noise2Void, Neighbor2Neighbor and the blind-spot network trained on the"
+        " 2-minute volume alone. `2min+n2n` applies the Noise2Noise model to the 2-minute frame;"
+        " `2min+n2n-halves` averages its predictions of the two halves. No method sees the 10-minute image"
+        f" or the truth, in training or in choosing its checkpoint. Seeds {', '.join(map(str, seeds))}."
+    )
+    report.add_text(
+        "## Table 1 against the 10-minute image, and against the true activity\n\nConvention: "
+        + METRIC_CONVENTION
+    )
+    report.add_table(
+        _summary(metrics, findings, "10min", paper=True),
+        caption=(
+            "Against the 10-minute image "
+            "(the paper's Table 1 beside ours; finding 1 = beats both filters on all three, per seed)"
+        ),
+    )
     report.add_table(_summary(metrics, findings, "truth", paper=False), caption="Against the true activity")
-    report.add_text("## Recovery coefficients\n\nConventions: " + "; ".join(
-        f"**{k}**: {v}" for k, v in conventions.items()))
-    report.add_table(_rc_summary(recoveries), caption="RCmax / RCmean / RCpeak per sphere, mean ± sd over the "
-                     "seeds; EARL1 and EARL2 verdicts of RCmax and RCmean as passes over the seeds")
-    report.add_text("## Quantitation\n\nBackground mean over the NEMA background ROIs (12 circles of 37 mm on "
-                    "5 planes); bias against the true 2 kBq/mL and against the 2-minute image the denoiser was "
-                    "given. A denoiser must not move it: |bias vs 2-minute| < 1 %.")
+    report.add_text(
+        "## Recovery coefficients\n\nConventions: "
+        + "; ".join(f"**{k}**: {v}" for k, v in conventions.items())
+    )
+    report.add_table(
+        _rc_summary(recoveries),
+        caption=(
+            "RCmax / RCmean / RCpeak per sphere, mean ± sd over the "
+            "seeds; EARL1 and EARL2 verdicts of RCmax and RCmean as passes over the seeds"
+        ),
+    )
+    report.add_text(
+        "## Quantitation\n\nBackground mean over the NEMA background ROIs (12 circles of 37 mm on "
+        "5 planes); bias against the true 2 kBq/mL and against the 2-minute image the denoiser was "
+        "given. A denoiser must not move it: |bias vs 2-minute| < 1 %."
+    )
     report.add_table(_bias_summary(bias), caption="Background bias, mean ± sd over the seeds")
     report.add_text(
-        "## Model selection without the truth\n\nEach learned model is the checkpoint with the lowest held-out "
-        "loss: for Noise2Noise ‖f(A) − B‖² on patches of the two halves never trained on (by eq. 1 of "
-        "`methods/n2n.py` it ranks models as their error against B's expectation does); for Noise2Void the "
-        "masked-pixel loss on held-out patches; for Neighbor2Neighbor and the blind-spot network their own "
-        "losses on held-out patches. The chosen step is the training length.")
+        "## Model selection without the truth\n\nEach learned model is the checkpoint with the lowest"
+        " held-out loss: for Noise2Noise ‖f(A) − B‖² on patches of the two halves never trained on (by eq. 1"
+        " of `methods/n2n.py` it ranks models as their error against B's expectation does); for Noise2Void"
+        " the masked-pixel loss on held-out patches; for Neighbor2Neighbor and the blind-spot network their"
+        " own losses on held-out patches. The chosen step is the training length."
+    )
     report.add_table(selection, caption="Chosen checkpoint per method and seed")
     report.add_text("## Per seed")
-    report.add_table(metrics, caption="All image metrics per seed: both references, phantom interior and whole "
-                     "FOV (the FOV rows show how much air inflates PSNR and SSIM)", name="results")
+    report.add_table(
+        metrics,
+        caption=(
+            "All image metrics per seed: both references, phantom interior and whole "
+            "FOV (the FOV rows show how much air inflates PSNR and SSIM)"
+        ),
+        name="results",
+    )
     report.add_table(selection, caption="Chosen checkpoint per method and seed", name="selection")
     report.add_table(recoveries, caption="Recovery coefficients and EARL verdicts per seed", name="recovery")
     report.add_table(bias, caption="Background bias per seed", name="bias")
     report.add_text(_calibration(study))
     model_dir = out / f"seed{seeds[0]}" / DEFAULT_METHOD
     if (model_dir / "loss.png").is_file():
-        report.add_figure(model_dir / "loss.png", caption=f"Seed {seeds[0]}: Noise2Noise training loss and held-out "
-                          "loss (the checkpoint with the lowest is kept)", name="n2n_loss")
-    report.add_table([{"stage": k, "seconds": v} for k, v in seconds.items()],
-                     caption="Run time per stage (2 CPU cores)")
+        report.add_figure(
+            model_dir / "loss.png",
+            caption=(
+                f"Seed {seeds[0]}: Noise2Noise training loss and held-out "
+                "loss (the checkpoint with the lowest is kept)"
+            ),
+            name="n2n_loss",
+        )
+    report.add_table(
+        [{"stage": k, "seconds": v} for k, v in seconds.items()], caption="Run time per stage (2 CPU cores)"
+    )
     return report
 
 
 def _findings_box(findings: dict, seeds: list[int]) -> str:
-    lines = ["## Findings", "",
-             "The paper's two findings: (1) the learned denoiser beats the Gaussian and median filters on PSNR, "
-             "NRMSE and SSIM against the 10-minute image; (2) it keeps all six spheres' RCmax and RCmean inside "
-             "EARL1 while the filters push the small ones below.", ""]
+    lines = [
+        "## Findings",
+        "",
+        (
+            "The paper's two findings: (1) the learned denoiser beats the Gaussian and median filters on"
+            " PSNR, NRMSE and SSIM against the 10-minute image; (2) it keeps all six spheres' RCmax and"
+            " RCmean inside EARL1 while the filters push the small ones below."
+        ),
+        "",
+    ]
     for seed in seeds:
         mine = {m: f for (s, m), f in findings.items() if s == seed}
         both = [m for m, f in mine.items() if f["quality"] and f["earl1"]]
-        lines.append(f"- **seed {seed}**: finding 1 — {', '.join(m for m, f in mine.items() if f['quality']) or 'none'}; "
-                     f"finding 2 — {', '.join(m for m, f in mine.items() if f['earl1'] and m not in ('2min',)) or 'none'}; "
-                     f"**both — {', '.join(both) or 'none'}**.")
+        lines.append(
+            f"- **seed {seed}**: finding 1 —"
+            f" {', '.join(m for m, f in mine.items() if f['quality']) or 'none'}; finding 2 —"
+            f" {', '.join(m for m, f in mine.items() if f['earl1'] and m not in ('2min',)) or 'none'}; **both"
+            f" — {', '.join(both) or 'none'}**."
+        )
         for method, f in mine.items():
             if f["fails"]["earl1"] or f["fails"]["earl2"]:
-                lines.append(f"    - {method}: outside EARL1 for "
-                             f"{', '.join(f'{d:g}' for d in f['fails']['earl1']) or 'no'} mm, outside EARL2 for "
-                             f"{', '.join(f'{d:g}' for d in f['fails']['earl2']) or 'no'} mm spheres")
+                lines.append(
+                    f"    - {method}: outside EARL1 for "
+                    f"{', '.join(f'{d:g}' for d in f['fails']['earl1']) or 'no'} mm, outside EARL2 for "
+                    f"{', '.join(f'{d:g}' for d in f['fails']['earl2']) or 'no'} mm spheres"
+                )
     default = f"2min+{DEFAULT_METHOD}"
-    held = [seed for seed in seeds if findings.get((seed, default), {}).get("quality")
-            and findings.get((seed, default), {}).get("earl1")]
+    held = [
+        seed
+        for seed in seeds
+        if findings.get((seed, default), {}).get("quality") and findings.get((seed, default), {}).get("earl1")
+    ]
     lines.append("")
     lines.append(f"The default ({default}) reproduces both findings on {len(held)} of {len(seeds)} seed(s).")
     return "\n".join(lines)
@@ -430,9 +596,12 @@ def _bias_summary(bias) -> list[dict]:
     out = []
     for image in dict.fromkeys(r["image"] for r in bias):
         mine = [r for r in bias if r["image"] == image]
-        row = {"image": image, "background_kBq_per_mL": _mean_sd([r["background_kBq_per_mL"] for r in mine]),
-               "bias_vs_truth_pct": _mean_sd([r["bias_vs_truth_pct"] for r in mine]),
-               "bias_vs_2min_pct": _mean_sd([r["bias_vs_2min_pct"] for r in mine])}
+        row = {
+            "image": image,
+            "background_kBq_per_mL": _mean_sd([r["background_kBq_per_mL"] for r in mine]),
+            "bias_vs_truth_pct": _mean_sd([r["bias_vs_truth_pct"] for r in mine]),
+            "bias_vs_2min_pct": _mean_sd([r["bias_vs_2min_pct"] for r in mine]),
+        }
         row["within 1 % of the 2-minute image"] = all(abs(r["bias_vs_2min_pct"]) < 1 for r in mine)
         out.append(row)
     return out
@@ -441,21 +610,21 @@ def _bias_summary(bias) -> list[dict]:
 def _calibration(study) -> str:
     sim = study.config
     return (
-        "## Calibration\n\n"
-        f"- transaxial system PSF {sim.psf_fwhm_mm} mm FWHM and axial PSF {sim.axial_fwhm_mm} mm FWHM (data only; "
-        "the reconstruction models neither), chosen so every 10-minute RCmax and RCmean falls inside EARL1;\n"
-        f"- {sim.trues_per_plane:.2g} trues per plane in 10 minutes (prompts: {study.counts[LONG_MIN]:.3g} in 10 min, "
-        f"{study.counts[SHORT_MIN]:.3g} in 2 min over {study.truth.shape[0]} planes), chosen so NRMSE(2 vs 10 min) is "
-        "near the paper's 9.954 % in the Table 1 convention (9.9 % at 1.3e7, 11.9 % at 9e6). This is 15-40x "
-        "the physical count density of a 2 mm mCT plane (notes: 0.3-0.9 M trues), the known price of matching "
-        "3D/TOF noise with 2D non-TOF data; it also makes the planes' noise independent (a fully 3D "
-        "reconstruction correlates it axially);\n"
-        f"- scatter fraction {sim.scatter_fraction:.3f}, randoms {sim.randoms_fraction:.0%} of prompts, both known "
-        "to the reconstruction.\n\n"
-        "The paper does not state its Table 1 region or data range. We score the phantom interior on every "
-        "simulated plane; restricted to the sphere plane ±5 mm, the spheres' edges dominate and the Gaussian "
-        "filter scores worse than the 2-minute image, unlike the paper. The paper's four PSNR/NRMSE pairs are "
-        "not consistent under any single convention (notes/pet.md §5.3), so only the orderings compare."
+        f"## Calibration\n\n- transaxial system PSF {sim.psf_fwhm_mm} mm FWHM and axial PSF"
+        f" {sim.axial_fwhm_mm} mm FWHM (data only; the reconstruction models neither), chosen so every"
+        f" 10-minute RCmax and RCmean falls inside EARL1;\n- {sim.trues_per_plane:.2g} trues per plane in 10"
+        f" minutes (prompts: {study.counts[LONG_MIN]:.3g} in 10 min, {study.counts[SHORT_MIN]:.3g} in 2 min"
+        f" over {study.truth.shape[0]} planes), chosen so NRMSE(2 vs 10 min) is near the paper's 9.954 % in"
+        " the Table 1 convention (9.9 % at 1.3e7, 11.9 % at 9e6). This is 15-40x the physical count density"
+        " of a 2 mm mCT plane (notes: 0.3-0.9 M trues), the known price of matching 3D/TOF noise with 2D"
+        " non-TOF data; it also makes the planes' noise independent (a fully 3D reconstruction correlates it"
+        f" axially);\n- scatter fraction {sim.scatter_fraction:.3f}, randoms {sim.randoms_fraction:.0%} of"
+        " prompts, both known to the reconstruction.\n\nThe paper does not state its Table 1 region or data"
+        " range. We score the phantom interior on every simulated plane; restricted to the sphere plane ±5"
+        " mm, the spheres' edges dominate and the Gaussian filter scores worse than the 2-minute image,"
+        " unlike the paper. The paper's four PSNR/NRMSE pairs are not consistent under any single convention"
+        " (10^(PSNR/20) × NRMSE, which one convention fixes, differs between their rows), so only the"
+        " orderings compare."
     )
 
 
@@ -496,13 +665,24 @@ def _rc_plot(recoveries):
         ax.plot(diameters, lo2, "k--", lw=0.8, label="EARL2")
         ax.plot(diameters, hi2, "k--", lw=0.8)
         for k, image in enumerate(images):
-            values = np.array([[r[metric] for r in recoveries if r["image"] == image and r["diameter_mm"] == d]
-                               for d in diameters])
+            values = np.array(
+                [
+                    [r[metric] for r in recoveries if r["image"] == image and r["diameter_mm"] == d]
+                    for d in diameters
+                ]
+            )
             style = {"truth": ":", "10min": "-"}.get(image, "-o")
             # a small horizontal offset per image keeps the error bars apart
-            ax.errorbar(np.array(diameters) + 0.25 * (k - len(images) / 2), values.mean(1),
-                        yerr=values.std(1, ddof=1) if values.shape[1] > 1 else None, fmt=style, ms=3, capsize=2,
-                        label=image, lw=1.5 if image.endswith(DEFAULT_METHOD) else 1)
+            ax.errorbar(
+                np.array(diameters) + 0.25 * (k - len(images) / 2),
+                values.mean(1),
+                yerr=values.std(1, ddof=1) if values.shape[1] > 1 else None,
+                fmt=style,
+                ms=3,
+                capsize=2,
+                label=image,
+                lw=1.5 if image.endswith(DEFAULT_METHOD) else 1,
+            )
         ax.set_xlabel("sphere diameter (mm)")
         ax.set_ylabel(metric.replace("_", " "))
     axes[0].legend(fontsize=7)

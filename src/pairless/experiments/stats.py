@@ -33,7 +33,7 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise PairlessError(
             f"a paired test needs two equally long, non-empty lists of scores (got {a.shape} and {b.shape}); "
-            f"score both methods on the same test images"
+            "score both methods on the same test images"
         )
     d = a - b
     out = {"n": int(d.size), "median_diff": float(np.median(d)), "mean_diff": float(np.mean(d))}

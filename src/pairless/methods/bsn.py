@@ -21,16 +21,46 @@ network predicts ``μ`` alone with the MSE loss, ``E[(μ − y)²] = E[(μ − x
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from pairless import selfsup
-from pairless.config import BSNConfig
 from pairless.errors import PairlessError
 from pairless.nets.blindspot import BlindSpotNet
+from pairless.training import selfsup
+from pairless.training.selfsup import SelfSupervisedConfig
+
+
+class BSNConfig(SelfSupervisedConfig):
+    """Blind-spot network by construction (Laine et al. 2019), every pixel a target.
+
+    ``noise`` picks the Bayesian posterior step: ``gaussian`` (σ from ``sigma`` in image units, or
+    estimated from the images), ``poisson-gaussian`` (variance ``a·x + b`` fitted from the images) or
+    ``none`` (the blind-spot mean alone, trained with MSE).  ``batch_norm`` adds batch norm to the
+    network's branch (see :mod:`pairless.nets.blindspot`).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {"lr": 1e-3},
+        "paper": {
+            "batch_size": 4,
+            "patch_size": 256,
+            "steps": 100_000,
+            "val_every": 1000,
+            "lr": 3e-4,
+            "filters": 48,
+            "depth": 4,
+        },
+    }
+
+    noise: Literal["gaussian", "poisson-gaussian", "none"] = "gaussian"
+    sigma: float | None = Field(None, gt=0)
+    batch_norm: bool = False
+
 
 MIN_VARIANCE = 1e-6  # in normalised units: keeps the likelihood finite where the prior is certain
 
@@ -45,13 +75,19 @@ class BSN(selfsup.Objective):
     def __init__(self, config: BSNConfig, *, noise_model: dict | None = None):
         super().__init__(config)
         if config.ndim != 2:
-            raise PairlessError("the blind-spot network is 2D only; train with ndim 2 (a ZYX volume is denoised slice by slice)")
+            raise PairlessError(
+                "the blind-spot network is 2D only; train with ndim 2 (a ZYX volume is denoised slice by"
+                " slice)"
+            )
         self.noise_model = noise_model  # {"a": …, "b": …} in normalised units, set by prepare()
 
     def make_net(self) -> BlindSpotNet:
         c = self.config
         return BlindSpotNet(
-            depth=c.depth, filters=c.filters, out_channels=1 if c.noise == "none" else 2, batch_norm=c.batch_norm
+            depth=c.depth,
+            filters=c.filters,
+            out_channels=1 if c.noise == "none" else 2,
+            batch_norm=c.batch_norm,
         )
 
     def prepare(self, stacks: list[np.ndarray], *, mean: float, std: float) -> dict:
@@ -74,7 +110,9 @@ class BSN(selfsup.Objective):
         norm = settings["normalisation"]
         if self.config.noise != "none":
             model = settings["noise_model"]
-            net = PosteriorMean(net, normalised_noise(model["a"], model["b"], mean=norm["mean"], std=norm["std"]))
+            net = PosteriorMean(
+                net, normalised_noise(model["a"], model["b"], mean=norm["mean"], std=norm["std"])
+            )
         return selfsup.NetDenoiser(net, normalisation=norm, **prediction_options)
 
 
@@ -94,7 +132,8 @@ def normalised_noise(a: float, b: float, *, mean: float, std: float) -> dict:
 
 
 def fit_noise(stacks: list[np.ndarray], *, noise: str, sigma: float | None) -> tuple[float, float]:
-    """``(a, b)`` of ``variance = a·x + b`` in image units: from ``sigma`` if given, else fitted on the images.
+    """``(a, b)`` of ``variance = a·x + b`` in image units: from ``sigma`` if given, else fitted on the
+    images.
 
     Each 2D image is fitted on its own and the fits are averaged, weighted by pixel count.  Images
     with too few smooth regions to fit are left out, with a warning (a set of small textured crops

@@ -81,7 +81,9 @@ class ClassicalDenoiser(Denoiser):
         # filters are shift-equivariant, and a Gaussian fit's z/√b or a tiny a's 2√b/a offset stays small
         low = float(stabilised.min())
         shifted = (stabilised - low).astype(np.float32)
-        params = self._calibrate(shifted, base_sigma=1.0) if self.auto else {**self.params, "noise_sigma": 1.0}
+        params = (
+            self._calibrate(shifted, base_sigma=1.0) if self.auto else {**self.params, "noise_sigma": 1.0}
+        )
         filtered = self.fn(shifted, **params).astype(np.float64) + low
         self.chosen.append(params)
         self.noise_models.append(model)
@@ -94,7 +96,7 @@ class ClassicalDenoiser(Denoiser):
             raise PairlessError(
                 f"--auto needs at least {_STRIDE} pixels along every axis to tune itself, but this "
                 f"image is {'×'.join(map(str, image.shape))}; set --sigma/--size instead (or --axes SYX "
-                f"for thin stacks)"
+                "for thin stacks)"
             )
         grid = self.grid(image) if base_sigma is None else self.grid(image, base=base_sigma)
         if self.fn is nlm and "noise_sigma" not in grid:  # nlm tunes h; σ is estimated once (1 after the VST)
@@ -203,11 +205,13 @@ def make_classical(
     if name not in _FUNCTIONS:
         raise PairlessError(f"unknown method {name!r}; use one of {', '.join(METHODS)} or a model folder")
     if noise is not None and not vst:
-        raise PairlessError("a noise model is used by the variance-stabilised path only; pass vst=True with it")
+        raise PairlessError(
+            "a noise model is used by the variance-stabilised path only; pass vst=True with it"
+        )
     if vst and name not in VST_METHODS:
         raise PairlessError(
             f"--vst works with {' and '.join(VST_METHODS)} (filters that take the noise σ), not {name}; "
-            f"drop --vst or use nlm/bm3d"
+            "drop --vst or use nlm/bm3d"
         )
     if vst and sigma is not None:
         raise PairlessError(

@@ -15,16 +15,43 @@ the run (the official code's ``Lambda = epoch / n_epoch * increase_ratio``).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
+from pydantic import Field
 
-from pairless import selfsup
-from pairless.config import Ne2NeConfig
 from pairless.errors import PairlessError
 from pairless.nets.unet import UNet
+from pairless.training import selfsup
+from pairless.training.selfsup import SelfSupervisedConfig
 
 
-def neighbour_subsampler(shape: tuple[int, ...], *, generator: torch.Generator, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+class Ne2NeConfig(SelfSupervisedConfig):
+    """Neighbor2Neighbor (Huang et al. 2021): ``gamma`` is the regulariser's final weight, ramped up from 0.
+
+    Patches are sub-sampled to half their size for the loss, so they must be multiples of ``2**(depth+1)``.
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        # the official recipe: 100 epochs at lr 3e-4 halved every 20, batch 4 of 256², 48-channel U-Net
+        "paper": {
+            "batch_size": 4,
+            "patch_size": 256,
+            "steps": 100_000,
+            "val_every": 1000,
+            "lr": 3e-4,
+            "filters": 48,
+        },
+    }
+
+    gamma: float = Field(2.0, ge=0)
+
+
+def neighbour_subsampler(
+    shape: tuple[int, ...], *, generator: torch.Generator, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices of ``g₁`` and ``g₂`` for a batch of ``shape`` ``(B, 1, *spatial)`` with even sides.
 
     In every cell, the first pixel is uniform among the cell's ``2**ndim`` and the second is its
@@ -42,7 +69,7 @@ def neighbour_subsampler(shape: tuple[int, ...], *, generator: torch.Generator, 
     grid = torch.stack(torch.meshgrid(*[torch.arange(h, device=device) for h in half], indexing="ij"), dim=-1)
     corner = (2 * grid.reshape(-1, ndim)).repeat(batch, 1)
     b = torch.arange(batch, device=device).repeat_interleave(int(np.prod(half)))
-    strides = torch.tensor([int(np.prod(spatial[k + 1:])) for k in range(ndim)], device=device)
+    strides = torch.tensor([int(np.prod(spatial[k + 1 :])) for k in range(ndim)], device=device)
     base = b * int(np.prod(spatial))
     return base + ((corner + first) * strides).sum(1), base + ((corner + second) * strides).sum(1)
 
@@ -78,6 +105,7 @@ class Ne2Ne(selfsup.Objective):
     def check_patch(self, patch, multiple):
         if any(p % (2 * multiple) for p in patch):
             raise PairlessError(
-                f"patch size {patch} must be a multiple of {2 * multiple}: Neighbor2Neighbor halves it and the "
-                f"network needs multiples of {multiple}; change patch_size/patch_depth in the configuration"
+                f"patch size {patch} must be a multiple of {2 * multiple}: Neighbor2Neighbor halves it and"
+                f" the network needs multiples of {multiple}; change patch_size/patch_depth in the"
+                " configuration"
             )

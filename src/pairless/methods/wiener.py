@@ -39,7 +39,9 @@ class LinearFilter(Denoiser):
     def apply(self, image: np.ndarray) -> np.ndarray:
         ry, rx = (s // 2 for s in self.kernel.shape)
         padded = np.pad(np.asarray(image, np.float64) - self.noisy_mean, ((ry, ry), (rx, rx)), mode="reflect")
-        return signal.fftconvolve(padded, self.kernel[::-1, ::-1], mode="valid") + self.clean_mean  # ⋆ = correlation
+        return (
+            signal.fftconvolve(padded, self.kernel[::-1, ::-1], mode="valid") + self.clean_mean
+        )  # ⋆ = correlation
 
     def forward(self, y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         flat = y.detach().cpu().numpy().reshape(-1, *y.shape[-2:])
@@ -48,7 +50,11 @@ class LinearFilter(Denoiser):
 
 
 def fit_linear_filter(
-    noisy: list[np.ndarray], clean: list[np.ndarray], *, support: tuple[int, int] = (21, 101), ridge: float = 1e-6
+    noisy: list[np.ndarray],
+    clean: list[np.ndarray],
+    *,
+    support: tuple[int, int] = (21, 101),
+    ridge: float = 1e-6,
 ) -> LinearFilter:
     """Least-squares FIR filter of ``support`` (odd rows, odd columns) from aligned 2D pairs.
 
@@ -65,10 +71,14 @@ def fit_linear_filter(
         )
     for i, (x, y) in enumerate(zip(noisy, clean)):
         if np.shape(x) != np.shape(y) or np.ndim(x) != 2:
-            raise PairlessError(f"pair {i}: noisy {np.shape(x)} and clean {np.shape(y)} must be the same 2D shape")
+            raise PairlessError(
+                f"pair {i}: noisy {np.shape(x)} and clean {np.shape(y)} must be the same 2D shape"
+            )
         if min(np.shape(x)) < max(ky, kx) // 2 + 1:
-            raise PairlessError(f"pair {i} ({np.shape(x)}) is smaller than the filter's reach {support}; "
-                                f"use larger images or a smaller support")
+            raise PairlessError(
+                f"pair {i} ({np.shape(x)}) is smaller than the filter's reach {support}; "
+                "use larger images or a smaller support"
+            )
     xm = float(np.mean([np.mean(x) for x in noisy]))
     ym = float(np.mean([np.mean(y) for y in clean]))
     ry, rx = ky // 2, kx // 2

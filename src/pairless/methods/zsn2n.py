@@ -13,13 +13,36 @@ gradient, as in the official code.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from pairless import selfsup
-from pairless.config import ZSN2NConfig
 from pairless.errors import PairlessError
 from pairless.nets.zsn2n import ZSN2NNet
+from pairless.training import selfsup
+from pairless.training.selfsup import SelfSupervisedConfig
+
+
+class ZSN2NConfig(SelfSupervisedConfig):
+    """Zero-Shot Noise2Noise (Mansour & Heckel 2023): a two-layer network fitted to one image in seconds.
+
+    ``filters`` is the hidden width (the paper's 48); ``depth`` is unused (the network does not pool).
+    """
+
+    PROFILES: ClassVar[dict[str, dict]] = {
+        "quick": {},
+        "paper": {"steps": 2000},
+    }
+
+    filters: int = Field(48, ge=1)
+    patch_size: int = Field(128, ge=8)
+    batch_size: int = Field(4, ge=1)
+    steps: int = Field(300, ge=1)
+    val_every: int = Field(50, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["cosine", "plateau", "constant", "step"] = "step"
 
 
 def pair_downsampler(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +62,10 @@ class ZSN2N(selfsup.Objective):
     def __init__(self, config: ZSN2NConfig):
         super().__init__(config)
         if config.ndim != 2:
-            raise PairlessError("Zero-Shot Noise2Noise is 2D only; train with ndim 2 (a ZYX volume is denoised slice by slice)")
+            raise PairlessError(
+                "Zero-Shot Noise2Noise is 2D only; train with ndim 2 (a ZYX volume is denoised slice by"
+                " slice)"
+            )
 
     def make_net(self) -> ZSN2NNet:
         return ZSN2NNet(filters=self.config.filters)
@@ -55,4 +81,6 @@ class ZSN2N(selfsup.Objective):
 
     def check_patch(self, patch, multiple):
         if any(p % 2 for p in patch):
-            raise PairlessError(f"patch size {patch} must be even (the image is split into 2×2 cells); change patch_size")
+            raise PairlessError(
+                f"patch size {patch} must be even (the image is split into 2×2 cells); change patch_size"
+            )

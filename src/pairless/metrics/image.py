@@ -31,7 +31,7 @@ def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     if image.shape != reference.shape:
         raise PairlessError(
             f"image shape {image.shape} differs from reference shape {reference.shape}; "
-            f"compare images of the same size (resample or crop one of them)"
+            "compare images of the same size (resample or crop one of them)"
         )
     if image.size == 0:
         raise PairlessError("the images are empty; pass images with at least one pixel")
@@ -47,7 +47,8 @@ def _check(image, reference, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray |
         mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise PairlessError(
-                f"mask shape {mask.shape} differs from the image shape {image.shape}; pass a mask of the image's size"
+                f"mask shape {mask.shape} differs from the image shape {image.shape}; pass a mask of the"
+                " image's size"
             )
         mask = mask.astype(bool)
         if not mask.any():
@@ -59,7 +60,7 @@ def _check_range(data_range) -> float:
     if data_range is None or not np.isfinite(data_range) or not 0 < data_range <= LIMIT:
         raise PairlessError(
             f"data_range must be a positive number, got {data_range!r}; give the intensity range of the "
-            f"reference scale (e.g. 255 for 8-bit, 1.0 for [0, 1] images, or the reference's max - min)"
+            "reference scale (e.g. 255 for 8-bit, 1.0 for [0, 1] images, or the reference's max - min)"
         )
     return float(data_range)
 
@@ -84,7 +85,9 @@ def nrmse(image, reference, *, normalization: str = "euclidean", mask=None) -> f
     """
     image, reference, mask = _check(image, reference, mask)
     if normalization not in NORMALIZATIONS:
-        raise PairlessError(f"unknown NRMSE normalization {normalization!r}; use one of {', '.join(NORMALIZATIONS)}")
+        raise PairlessError(
+            f"unknown NRMSE normalization {normalization!r}; use one of {', '.join(NORMALIZATIONS)}"
+        )
     x, r = _select(image, mask), _select(reference, mask)
     rmse = np.sqrt(np.mean((x - r) ** 2))
     if normalization == "euclidean":
@@ -102,7 +105,8 @@ def nrmse(image, reference, *, normalization: str = "euclidean", mask=None) -> f
 
 
 def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=None) -> float:
-    """Structural similarity (2D or 3D); ``gaussian`` selects Wang et al.'s window, else scikit-image's default."""
+    """Structural similarity (2D or 3D); ``gaussian`` selects Wang et al.'s window, else scikit-image's
+    default."""
     from skimage.metrics import structural_similarity
 
     image, reference, mask = _check(image, reference, mask)
@@ -111,14 +115,14 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
     if min(image.shape) < win:
         raise PairlessError(
             f"SSIM needs every image side to be at least {win} pixels (shape is {image.shape}); "
-            f"measure a larger region or use PSNR/NRMSE only"
+            "measure a larger region or use PSNR/NRMSE only"
         )
     peak = max(np.max(np.abs(image)), np.max(np.abs(reference)))
     if peak > SSIM_VALUE_LIMIT * data_range:
         raise PairlessError(
             f"SSIM cannot be computed reliably for values up to {peak:.4g} with data_range {data_range:g} "
-            f"(its local variances would be float64 rounding noise); pass the images' real intensity "
-            f"range as data_range"
+            "(its local variances would be float64 rounding noise); pass the images' real intensity "
+            "range as data_range"
         )
     options = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
     with np.errstate(all="ignore"):  # a data_range tiny next to the values underflows C1, C2: checked below
@@ -126,7 +130,7 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
     if not np.all(np.isfinite(ssim_map)):
         raise PairlessError(
             f"SSIM is undefined here (data_range {data_range:g} is too small for float64 next to these "
-            f"values); pass the reference's real intensity range as data_range"
+            "values); pass the reference's real intensity range as data_range"
         )
     if mask is None:
         return float(mean)
@@ -137,8 +141,8 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
     selected = mask & inner
     if not selected.any():
         raise PairlessError(
-            f"the mask selects only border pixels, where SSIM is not defined (within {pad} pixels of the edge); "
-            f"use a mask that reaches into the image"
+            f"the mask selects only border pixels, where SSIM is not defined (within {pad} pixels of the"
+            " edge); use a mask that reaches into the image"
         )
     return float(ssim_map[selected].mean())
 
@@ -161,8 +165,15 @@ def si_psnr(image, reference, *, data_range: float, mask=None) -> float:
     return psnr(a * x + b, r, data_range=data_range)
 
 
-def image_metrics(image, reference, *, data_range: float, mask=None, normalization: str = "euclidean",
-                  gaussian: bool = False) -> dict:
+def image_metrics(
+    image,
+    reference,
+    *,
+    data_range: float,
+    mask=None,
+    normalization: str = "euclidean",
+    gaussian: bool = False,
+) -> dict:
     """All image metrics with the conventions used, as one JSON-ready dict."""
     return {
         "psnr": psnr(image, reference, data_range=data_range, mask=mask),

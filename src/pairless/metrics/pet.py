@@ -6,7 +6,7 @@ disks and the cold lung insert, rendered at the image's pixel size) is matched o
 (by FFT correlation), ring rotations and the mirror pose; each sphere's centre is then refined in
 3D by matching a ball of its diameter on a 1 mm grid.
 
-Recovery coefficients (notes/pet.md §2) are measured / true sphere concentration:
+Recovery coefficients (EARL accreditation specifications) are measured / true sphere concentration:
 
 - RCmax: the hottest voxel within the sphere's radius plus one voxel of its centre;
 - RCmean: the mean of the connected 50 % isocontour of the maximum, background-corrected,
@@ -43,21 +43,51 @@ from pairless.sim.nema import (
 
 # EARL recovery-coefficient bands, per sphere diameter (mm): (low, high).  EARL1: earl.eanm.org
 # accreditation specifications (Boellaard, 2017).  EARL2: Kaalep et al. 2018 as coded in pynemaiqpet;
-# the EARL2 RCpeak band is from memory and unverified (notes/pet.md §2).
+# the EARL2 RCpeak band could not be checked against an EARL document.
 EARL: dict[str, dict[str, dict[float, tuple[float, float]]]] = {
     "earl1": {
-        "rc_mean": {37.0: (0.76, 0.89), 28.0: (0.72, 0.85), 22.0: (0.63, 0.78), 17.0: (0.57, 0.73),
-                    13.0: (0.44, 0.60), 10.0: (0.27, 0.43)},
-        "rc_max": {37.0: (0.95, 1.16), 28.0: (0.91, 1.13), 22.0: (0.83, 1.09), 17.0: (0.73, 1.01),
-                   13.0: (0.59, 0.85), 10.0: (0.34, 0.57)},
+        "rc_mean": {
+            37.0: (0.76, 0.89),
+            28.0: (0.72, 0.85),
+            22.0: (0.63, 0.78),
+            17.0: (0.57, 0.73),
+            13.0: (0.44, 0.60),
+            10.0: (0.27, 0.43),
+        },
+        "rc_max": {
+            37.0: (0.95, 1.16),
+            28.0: (0.91, 1.13),
+            22.0: (0.83, 1.09),
+            17.0: (0.73, 1.01),
+            13.0: (0.59, 0.85),
+            10.0: (0.34, 0.57),
+        },
     },
     "earl2": {
-        "rc_mean": {37.0: (0.85, 1.00), 28.0: (0.82, 0.97), 22.0: (0.80, 0.99), 17.0: (0.76, 0.97),
-                    13.0: (0.63, 0.86), 10.0: (0.39, 0.61)},
-        "rc_max": {37.0: (1.05, 1.29), 28.0: (1.01, 1.26), 22.0: (1.01, 1.32), 17.0: (1.00, 1.38),
-                   13.0: (0.85, 1.22), 10.0: (0.52, 0.88)},
-        "rc_peak": {37.0: (0.99, 1.07), 28.0: (0.95, 1.07), 22.0: (0.90, 1.09), 17.0: (0.75, 0.99),
-                    13.0: (0.45, 0.65), 10.0: (0.27, 0.41)},
+        "rc_mean": {
+            37.0: (0.85, 1.00),
+            28.0: (0.82, 0.97),
+            22.0: (0.80, 0.99),
+            17.0: (0.76, 0.97),
+            13.0: (0.63, 0.86),
+            10.0: (0.39, 0.61),
+        },
+        "rc_max": {
+            37.0: (1.05, 1.29),
+            28.0: (1.01, 1.26),
+            22.0: (1.01, 1.32),
+            17.0: (1.00, 1.38),
+            13.0: (0.85, 1.22),
+            10.0: (0.52, 0.88),
+        },
+        "rc_peak": {
+            37.0: (0.99, 1.07),
+            28.0: (0.95, 1.07),
+            22.0: (0.90, 1.09),
+            17.0: (0.75, 0.99),
+            13.0: (0.45, 0.65),
+            10.0: (0.27, 0.41),
+        },
     },
 }
 PEAK_RADIUS_MM = (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0) * 10.0  # a 1 mL ball: 6.20 mm
@@ -111,7 +141,7 @@ def locate_nema(image: np.ndarray, *, voxel_size: tuple[float, float, float]) ->
     lo, hi = max(z0 - 2, 0), min(z0 + 3, len(excess))
     z_plane = float(np.sum(excess[lo:hi] * np.arange(lo, hi)) / max(excess[lo:hi].sum(), 1e-30)) * vs[0]
     half = max(int(round(5.0 / vs[0])), 0)
-    slab = image[max(z0 - half, 0):z0 + half + 1].mean(axis=0)
+    slab = image[max(z0 - half, 0) : z0 + half + 1].mean(axis=0)
 
     yx, rotation, mirror = _match_ring(slab, vs[1:])
     offsets = ring_offsets_mm(rotation_deg=rotation, mirror=mirror)
@@ -143,14 +173,18 @@ def evaluate_nema(
     if not (np.isfinite(sphere_activity) and sphere_activity > 0):
         raise PairlessError(f"--sphere-activity must be a positive concentration, got {sphere_activity}")
     if background_activity is not None and not (np.isfinite(background_activity) and background_activity > 0):
-        raise PairlessError(f"--background-activity must be a positive concentration, got {background_activity}")
+        raise PairlessError(
+            f"--background-activity must be a positive concentration, got {background_activity}"
+        )
     vs = np.array(voxel_size)
     fit = fit or locate_nema(image, voxel_size=voxel_size)
 
     rois = _background_rois(image, fit, vs)
     measured_bg = float(np.mean(rois[BACKGROUND_ROI_MM]))
     if not measured_bg > 0:
-        raise PairlessError("the phantom background has no positive activity; is this a NEMA IQ emission image?")
+        raise PairlessError(
+            "the phantom background has no positive activity; is this a NEMA IQ emission image?"
+        )
     true_bg = measured_bg if background_activity is None else float(background_activity)
     ratio = sphere_activity / true_bg
 
@@ -165,41 +199,64 @@ def evaluate_nema(
             "rc_max": rc_max,
             "rc_mean": rc_mean,
             "rc_peak": rc_peak,
-            "earl1": {m: earl_verdict(v, "earl1", m, diameter) for m, v in
-                      (("rc_max", rc_max), ("rc_mean", rc_mean))},
-            "earl2": {m: earl_verdict(v, "earl2", m, diameter) for m, v in
-                      (("rc_max", rc_max), ("rc_mean", rc_mean), ("rc_peak", rc_peak))},
-            "contrast_pct": float((c_hot / bg.mean() - 1) / (ratio - 1) * 100) if ratio != 1 else float("nan"),
-            "background_variability_pct": float(bg.std(ddof=1) / bg.mean() * 100) if bg.size > 1 else float("nan"),
+            "earl1": {
+                m: earl_verdict(v, "earl1", m, diameter)
+                for m, v in (("rc_max", rc_max), ("rc_mean", rc_mean))
+            },
+            "earl2": {
+                m: earl_verdict(v, "earl2", m, diameter)
+                for m, v in (("rc_max", rc_max), ("rc_mean", rc_mean), ("rc_peak", rc_peak))
+            },
+            "contrast_pct": (
+                float((c_hot / bg.mean() - 1) / (ratio - 1) * 100) if ratio != 1 else float("nan")
+            ),
+            "background_variability_pct": (
+                float(bg.std(ddof=1) / bg.mean() * 100) if bg.size > 1 else float("nan")
+            ),
             "center_mm": [round(c, 3) for c in centre.tolist()],
         }
         spheres.append(entry)
     if spheres[-1]["rc_mean"] < 1.5 * measured_bg / sphere_activity:
         raise PairlessError(
-            "no hot spheres found: the 37 mm sphere is not clearly hotter than the background; check that the "
-            "image is a NEMA IQ phantom with hot spheres and that --sphere-activity is in the image's units"
+            "no hot spheres found: the 37 mm sphere is not clearly hotter than the background; check that the"
+            " image is a NEMA IQ phantom with hot spheres and that --sphere-activity is in the image's units"
         )
     return {
         "spheres": spheres,
         "background_activity": true_bg,
         "background_measured": measured_bg,
         "sphere_activity": float(sphere_activity),
-        "fit": {"lung_center_mm": [round(c, 3) for c in fit.lung_center_mm],
-                "rotation_deg": fit.rotation_deg, "mirror": fit.mirror},
+        "fit": {
+            "lung_center_mm": [round(c, 3) for c in fit.lung_center_mm],
+            "rotation_deg": fit.rotation_deg,
+            "mirror": fit.mirror,
+        },
         "conventions": {
-            "coordinates": "world mm = voxel index x voxel size (Z, Y, X); voxel (0,0,0) centre at the origin",
+            "coordinates": (
+                "world mm = voxel index x voxel size (Z, Y, X); voxel (0,0,0) centre at the origin"
+            ),
             "rc": "measured / sphere_activity",
             "rc_max": "hottest voxel within the sphere radius + one voxel of the fitted centre",
-            "rc_mean": "mean of the connected 3D 50% isocontour, threshold = C_B + 0.5 (max - C_B), "
-                       "C_B = measured background (EARL A50, background-corrected)",
-            "rc_peak": f"highest mean of a 1 mL ball (diameter {2 * PEAK_RADIUS_MM:.1f} mm, partial-volume "
-                       f"weights) centred on a voxel inside the sphere",
-            "background": f"12 circles of {BACKGROUND_ROI_MM:.0f} mm on slices {list(BACKGROUND_SLICES_MM)} mm "
-                          f"from the sphere plane (K = {len(rois[BACKGROUND_ROI_MM])} ROIs), >= "
-                          f"{EDGE_CLEARANCE_MM:.0f} mm from edge, spheres and lung",
-            "contrast_pct": "NEMA NU 2 Q_H = (C_H/C_B - 1)/(a_H/a_B - 1) x 100, 2D circle of the sphere "
-                            "diameter on the sphere's nearest slice; a_B = background_activity",
-            "background_variability_pct": "SD/mean x 100 over the K background ROIs of the sphere's diameter (ddof=1)",
+            "rc_mean": (
+                "mean of the connected 3D 50% isocontour, threshold = C_B + 0.5 (max - C_B), "
+                "C_B = measured background (EARL A50, background-corrected)"
+            ),
+            "rc_peak": (
+                f"highest mean of a 1 mL ball (diameter {2 * PEAK_RADIUS_MM:.1f} mm, partial-volume "
+                "weights) centred on a voxel inside the sphere"
+            ),
+            "background": (
+                f"12 circles of {BACKGROUND_ROI_MM:.0f} mm on slices {list(BACKGROUND_SLICES_MM)} mm "
+                f"from the sphere plane (K = {len(rois[BACKGROUND_ROI_MM])} ROIs), >= "
+                f"{EDGE_CLEARANCE_MM:.0f} mm from edge, spheres and lung"
+            ),
+            "contrast_pct": (
+                "NEMA NU 2 Q_H = (C_H/C_B - 1)/(a_H/a_B - 1) x 100, 2D circle of the sphere "
+                "diameter on the sphere's nearest slice; a_B = background_activity"
+            ),
+            "background_variability_pct": (
+                "SD/mean x 100 over the K background ROIs of the sphere's diameter (ddof=1)"
+            ),
             "earl1": "EARL1 (earl.eanm.org, 2017): RCmax and RCmean bands; no RCpeak band",
             "earl2": "EARL2 (Kaalep 2018): RCmax, RCmean bands; RCpeak band unverified",
         },
@@ -220,8 +277,9 @@ def _check(image, voxel_size) -> tuple[np.ndarray, tuple[float, float, float]]:
     ring_extent = 2 * (RING_RADIUS_MM + max(SPHERE_DIAMETERS_MM) / 2)
     if image.shape[1] * voxel_size[1] < ring_extent or image.shape[2] * voxel_size[2] < ring_extent:
         raise PairlessError(
-            f"the image covers {image.shape[1] * voxel_size[1]:.0f} x {image.shape[2] * voxel_size[2]:.0f} mm, "
-            f"less than the {ring_extent:.0f} mm sphere ring; check the voxel size (mm) or pass the whole phantom"
+            f"the image covers {image.shape[1] * voxel_size[1]:.0f} x {image.shape[2] * voxel_size[2]:.0f}"
+            f" mm, less than the {ring_extent:.0f} mm sphere ring; check the voxel size (mm) or pass the"
+            " whole phantom"
         )
     return image.astype(np.float32, copy=False), tuple(float(v) for v in voxel_size)
 
@@ -247,7 +305,8 @@ def _render_ring(rotation: float, mirror: bool, pixel: np.ndarray) -> np.ndarray
 
 
 def _match_ring(slab: np.ndarray, pixel: np.ndarray) -> tuple[np.ndarray, float, bool]:
-    """Best (lung centre (y, x) mm, rotation°, mirror) of the ring template over translations, by FFT correlation."""
+    """Best (lung centre (y, x) mm, rotation°, mirror) of the ring template over translations, by FFT
+    correlation."""
     best = (-np.inf, None, 0.0, False)
     shape = None
     spectrum = None
@@ -260,12 +319,15 @@ def _match_ring(slab: np.ndarray, pixel: np.ndarray) -> tuple[np.ndarray, float,
             spectrum = sfft.rfft2(slab, shape)
         full = sfft.irfft2(spectrum * sfft.rfft2(t[::-1, ::-1], shape), shape)
         cy, cx = t.shape[0] // 2, t.shape[1] // 2
-        same = full[cy:cy + slab.shape[0], cx:cx + slab.shape[1]]  # template centre at each pixel
+        same = full[cy : cy + slab.shape[0], cx : cx + slab.shape[1]]  # template centre at each pixel
         j, i = np.unravel_index(int(np.argmax(same)), same.shape)
         return float(same[j, i]), (j, i)
 
-    coarse = [(score(rotation, mirror)[0], rotation, mirror)
-              for mirror in (False, True) for rotation in np.arange(0.0, 360.0, 3.0)]
+    coarse = [
+        (score(rotation, mirror)[0], rotation, mirror)
+        for mirror in (False, True)
+        for rotation in np.arange(0.0, 360.0, 3.0)
+    ]
     # poses one sphere apart (60°) score alike at a coarse angle: refine the best few, not just the best
     for _, start, mirror in sorted(coarse, reverse=True)[:4]:
         for rotation in start + np.arange(-2.5, 2.75, 0.5):
@@ -284,13 +346,16 @@ def _ball(radius_mm: float, step: float) -> np.ndarray:
 
 
 def _refine_sphere(image: np.ndarray, guess: np.ndarray, radius: float, vs: np.ndarray) -> np.ndarray:
-    """Centre of the ball of ``radius`` with the highest mean near ``guess``, on a 1 mm grid (trilinear sampling)."""
+    """Centre of the ball of ``radius`` with the highest mean near ``guess``, on a 1 mm grid (trilinear
+    sampling)."""
     step = 1.0
     search = np.maximum(vs * 1.5, 4.0)  # the ring fit is within about a voxel
     ball = _ball(radius, step)
     n_ball = ball.shape[0] // 2
-    axes = [np.arange(-(int(s / step) + n_ball), int(s / step) + n_ball + 1) * step + g
-            for s, g in zip(search, guess)]
+    axes = [
+        np.arange(-(int(s / step) + n_ball), int(s / step) + n_ball + 1) * step + g
+        for s, g in zip(search, guess)
+    ]
     grid = np.meshgrid(*[a / v for a, v in zip(axes, vs)], indexing="ij")
     local = ndimage.map_coordinates(image, grid, order=1, mode="nearest")
     response = fftconvolve(local, ball[::-1, ::-1, ::-1], mode="valid")
@@ -303,8 +368,9 @@ def _voxel_distances(shape, centre: np.ndarray, vs: np.ndarray, reach: float):
     lo = [max(int(np.floor((c - reach) / v)), 0) for c, v in zip(centre, vs)]
     hi = [min(int(np.ceil((c + reach) / v)) + 1, n) for c, v, n in zip(centre, vs, shape)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    z, y, x = np.meshgrid(*[(np.arange(a, b) * v - c) for a, b, v, c in zip(lo, hi, vs, centre)],
-                          indexing="ij", sparse=True)
+    z, y, x = np.meshgrid(
+        *[(np.arange(a, b) * v - c) for a, b, v, c in zip(lo, hi, vs, centre)], indexing="ij", sparse=True
+    )
     return box, np.sqrt(z**2 + y**2 + x**2)
 
 
@@ -344,12 +410,13 @@ def _hot_roi_mean(image, centre, radius, vs) -> float:
 def _circle_mean(plane: np.ndarray, centre_yx, radius, pixel) -> float:
     lo = [max(int(np.floor((c - radius) / p)), 0) for c, p in zip(centre_yx, pixel)]
     hi = [min(int(np.ceil((c + radius) / p)) + 1, n) for c, p, n in zip(centre_yx, pixel, plane.shape)]
-    y, x = np.meshgrid(*[np.arange(a, b) * p - c for a, b, p, c in zip(lo, hi, pixel, centre_yx)],
-                       indexing="ij", sparse=True)
+    y, x = np.meshgrid(
+        *[np.arange(a, b) * p - c for a, b, p, c in zip(lo, hi, pixel, centre_yx)], indexing="ij", sparse=True
+    )
     inside = y**2 + x**2 <= radius**2
     if not inside.any():
         inside = (y**2 + x**2) == (y**2 + x**2).min()
-    return float(plane[lo[0]:hi[0], lo[1]:hi[1]][inside].mean())
+    return float(plane[lo[0] : hi[0], lo[1] : hi[1]][inside].mean())
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,13 +22,29 @@ def pet_phantom(*, slices: int = PET_SLICES, seed: int = 0) -> list[tuple]:
     layers = []
     for minutes in sorted(study.images, reverse=True):
         image = study.images[minutes].astype(np.float32)
-        layers.append((image, {"name": f"PET {minutes:g} min", "scale": scale, "colormap": "inferno",
-                               "metadata": {"pairless": {"kind": "pet", "minutes": minutes,
-                                                         "sphere_activity": _sphere_activity(study),
-                                                         "background_activity": _background_activity(study)}}},
-                       "image"))
+        layers.append(
+            (
+                image,
+                {
+                    "name": f"PET {minutes:g} min",
+                    "scale": scale,
+                    "colormap": "inferno",
+                    "metadata": {
+                        "pairless": {
+                            "kind": "pet",
+                            "minutes": minutes,
+                            "sphere_activity": _sphere_activity(study),
+                            "background_activity": _background_activity(study),
+                        }
+                    },
+                },
+                "image",
+            )
+        )
     truth = study.truth.astype(np.float32)
-    layers.append((truth, {"name": "PET truth", "scale": scale, "colormap": "inferno", "visible": False}, "image"))
+    layers.append(
+        (truth, {"name": "PET truth", "scale": scale, "colormap": "inferno", "visible": False}, "image")
+    )
     return layers
 
 
@@ -41,7 +57,8 @@ def _background_activity(study) -> float:
 
 
 def clean_em(shape: tuple[int, int] = (256, 256), *, rng: np.random.Generator | int | None = 0) -> np.ndarray:
-    """A procedural EM section in [0, 1]: cytoplasm, dark cell membranes (Voronoi edges), vesicles and dark bodies."""
+    """A procedural EM section in [0, 1]: cytoplasm, dark cell membranes (Voronoi edges), vesicles and dark
+    bodies."""
     from scipy import ndimage
 
     rng = np.random.default_rng(rng)
@@ -50,7 +67,9 @@ def clean_em(shape: tuple[int, int] = (256, 256), *, rng: np.random.Generator | 
     yy, xx = np.mgrid[:h, :w]
     d = np.sqrt((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2)
     d.sort(axis=-1)
-    membrane = np.exp(-((d[..., 1] - d[..., 0]) ** 2) / (2 * 1.5**2))  # thin ridges between neighbouring cells
+    membrane = np.exp(
+        -((d[..., 1] - d[..., 0]) ** 2) / (2 * 1.5**2)
+    )  # thin ridges between neighbouring cells
     texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), 3)
     image = 0.62 + 0.05 * texture / texture.std() - 0.45 * membrane
     for _ in range(h * w // 4000):  # vesicles: small rings
@@ -74,5 +93,9 @@ def em_image(*, shape: tuple[int, int] = (256, 256), seed: int = 0) -> list[tupl
     noisy = em_noise(clean, kind="charge", rng=seed + 1).astype(np.float32)
     return [
         (noisy, {"name": "EM charge noise", "colormap": "gray", "contrast_limits": (0.0, 1.0)}, "image"),
-        (clean, {"name": "EM clean", "colormap": "gray", "contrast_limits": (0.0, 1.0), "visible": False}, "image"),
+        (
+            clean,
+            {"name": "EM clean", "colormap": "gray", "contrast_limits": (0.0, 1.0), "visible": False},
+            "image",
+        ),
     ]

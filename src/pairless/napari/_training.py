@@ -3,7 +3,7 @@
 :class:`TrainingControl` reports the trainer's steps and losses through a plain callable (the
 widget passes a Qt signal's ``emit``, which is safe to call from the worker thread) and, once
 :meth:`TrainingControl.request_stop` is called, sets ``trainer.should_stop``: Lightning ends the
-run after the current step, :func:`pairless.train.fit_module` writes its last checkpoint and the
+run after the current step, :func:`pairless.training.engine.fit_module` writes its last checkpoint and the
 method writes the model folder from the best checkpoint so far.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+
 
 def default_axes(ndim: int) -> str:
     """The axes string napari's usual layouts mean: YX, ZYX, TZYX (then more leading stacks)."""
@@ -46,7 +47,9 @@ class TrainingControl(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = trainer.callback_metrics.get("train_loss")
-        self.report("step", {"step": trainer.global_step, "train_loss": None if loss is None else float(loss)})
+        self.report(
+            "step", {"step": trainer.global_step, "train_loss": None if loss is None else float(loss)}
+        )
         self._check(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -63,21 +66,36 @@ class TrainingControl(Callback):
                 self.stopped_at = trainer.global_step
 
 
-def train_on_image(data: np.ndarray, *, axes: str, method: str, profile: str, out: Path, overrides: dict,
-                   control: TrainingControl, denoise: bool = True):
+def train_on_image(
+    data: np.ndarray,
+    *,
+    axes: str,
+    method: str,
+    profile: str,
+    out: Path,
+    overrides: dict,
+    control: TrainingControl,
+    denoise: bool = True,
+):
     """Train ``method`` on one image; returns ``(folder, denoised or None, stopped, best_step)``.
 
     Runs in the widget's worker thread.  After a Stop the model folder holds the best checkpoint so
     far, and it is what denoises the image.
     """
-    from pairless import selfsup
+    from pairless import api
     from pairless.config import read_yaml
-    from pairless.denoiser import denoise_array
-    from pairless.modelio import CONFIG_FILE, load_denoiser
+    from pairless.training.modelio import CONFIG_FILE
 
-    cls = selfsup.objective_class(method)
-    objective = cls(cls.config_class.for_profile(profile, **overrides))
-    selfsup.fit(objective, [np.asarray(data)], axes=axes, out=Path(out), progress=False, callbacks=[control])
+    model = api.fit(
+        method,
+        np.asarray(data),
+        axes=axes,
+        out=Path(out),
+        profile=profile,
+        progress=False,
+        callbacks=[control],
+        **overrides,
+    )
     best_step = read_yaml(Path(out) / CONFIG_FILE).get("best_step")
-    denoised = denoise_array(np.asarray(data), load_denoiser(out), axes=axes) if denoise else None
+    denoised = api.denoise(np.asarray(data), model, axes=axes) if denoise else None
     return Path(out), denoised, control.stop_requested, best_step

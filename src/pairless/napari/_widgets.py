@@ -36,11 +36,12 @@ from qtpy.QtWidgets import (
 )
 
 from pairless.errors import PairlessError
-from pairless.predict import DEFAULT_TILE
+from pairless.inference.tiling import DEFAULT_TILE
+from pairless.methods import registry
 from pairless.napari._training import TrainingControl, default_axes, train_on_image
 
-CLASSICAL = ("gaussian", "median", "nlm", "bm3d")
 MODEL = "model folder or BMZ package"
+CLASSICAL = tuple(registry.names("classical"))
 
 
 def _image_layers(viewer) -> list:
@@ -94,8 +95,12 @@ def _message(err: BaseException) -> str:
 def _add_result(viewer, source, data: np.ndarray, name: str):
     """Add ``data`` as a new image layer beside ``source``: same scale and position, its own contrast."""
     return viewer.add_image(
-        data, name=name, scale=source.scale, translate=source.translate,
-        colormap=source.colormap.name, metadata={"pairless": {"source_layer": source.name}},
+        data,
+        name=name,
+        scale=source.scale,
+        translate=source.translate,
+        colormap=source.colormap.name,
+        metadata={"pairless": {"source_layer": source.name}},
     )
 
 
@@ -103,7 +108,9 @@ def _add_result(viewer, source, data: np.ndarray, name: str):
 
 
 class _TrainSignals(QObject):
-    event = Signal(str, object)  # "start" {max_steps, step} | "step" {step, train_loss} | "val" {step, val_loss}
+    event = Signal(
+        str, object
+    )  # "start" {max_steps, step} | "step" {step, train_loss} | "val" {step, val_loss}
 
 
 class TrainWidget(QWidget):
@@ -116,8 +123,6 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        from pairless.selfsup import OBJECTIVES, objective_class
-
         self.viewer = napari_viewer
         self.worker = None
         self.control: TrainingControl | None = None
@@ -129,7 +134,7 @@ class TrainWidget(QWidget):
         self.layer_box = _LayerCombo(napari_viewer)
         self.method_box = QComboBox()
         # one image layer trains a single-image method; Noise2Noise needs pairs (`pairless fit n2n --pairs`)
-        self.method_box.addItems([m for m in OBJECTIVES if objective_class(m).views == 1])
+        self.method_box.addItems(registry.names("self-supervised"))
         self.profile_box = QComboBox()
         self.method_box.currentTextChanged.connect(self._profiles)
         self._profiles(self.method_box.currentText())
@@ -175,11 +180,9 @@ class TrainWidget(QWidget):
         self._last_draw = 0.0
 
     def _profiles(self, method: str) -> None:
-        from pairless.selfsup import objective_class
-
         self.profile_box.clear()
         try:
-            self.profile_box.addItems(list(objective_class(method).config_class.PROFILES))
+            self.profile_box.addItems(list(registry.get(method).config_class.PROFILES))
         except Exception:  # a method whose module fails to import: offer the default profile
             self.profile_box.addItem("quick")
 
@@ -227,8 +230,11 @@ class TrainWidget(QWidget):
         method, profile = self.method_box.currentText(), self.profile_box.currentText()
         data = np.asarray(layer.data)
         axes = self.axes_edit.text().strip().upper() or default_axes(data.ndim)
-        out = Path(os.path.expanduser(self.out_edit.text().strip())) if self.out_edit.text().strip() \
+        out = (
+            Path(os.path.expanduser(self.out_edit.text().strip()))
+            if self.out_edit.text().strip()
             else self.default_folder(layer.name, method)
+        )
         overrides = dict(self.overrides)
         if self.steps_box.value():
             overrides["steps"] = self.steps_box.value()
@@ -238,8 +244,17 @@ class TrainWidget(QWidget):
         self.model_folder, self.result_layer = out, None
         self._layer, self._name = layer, f"{layer.name}_{method}"
         self.worker = create_worker(
-            train_on_image, data, axes=axes, method=method, profile=profile, out=out, overrides=overrides,
-            control=self.control, denoise=self.denoise_box.isChecked(), _start_thread=False, _ignore_errors=True,
+            train_on_image,
+            data,
+            axes=axes,
+            method=method,
+            profile=profile,
+            out=out,
+            overrides=overrides,
+            control=self.control,
+            denoise=self.denoise_box.isChecked(),
+            _start_thread=False,
+            _ignore_errors=True,
         )
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(lambda err: self._fail(_message(err)))
@@ -295,29 +310,36 @@ class TrainWidget(QWidget):
 # --------------------------------------------------------------------------------------------------
 
 
-def make_denoiser(source: str, path: str, *, sigma: float | None, size: int | None, auto: bool,
-                  tile: int, overlap: int, tta: bool):
+def make_denoiser(
+    source: str,
+    path: str,
+    *,
+    sigma: float | None,
+    size: int | None,
+    auto: bool,
+    tile: int,
+    overlap: int,
+    tta: bool,
+    vst: bool = False,
+    engine: str = "torch",
+):
     """A classical filter by name, or the model in a folder or BMZ package (read, never run)."""
-    if source in CLASSICAL:
-        from pairless.methods.classical import make_classical
+    from pairless import api
 
-        return make_classical(source, sigma=sigma, size=size, auto=auto)
+    if source in CLASSICAL:
+        return api.load(source, sigma=sigma, size=size, auto=auto, vst=vst)
     target = Path(os.path.expanduser(path.strip())) if path.strip() else None
     if target is None or not target.exists():
-        raise PairlessError(f"{path!r} is not an existing model folder or BMZ package (.zip); pick one with Browse")
-    if target.is_file():
-        from pairless.bmz import load_bmz
-
-        return load_bmz(target, tile=tile, overlap=overlap, tta=tta)
-    from pairless.modelio import load_denoiser
-
-    return load_denoiser(target, tile=tile, overlap=overlap, tta=tta)
+        raise PairlessError(
+            f"{path!r} is not an existing model folder or BMZ package (.zip); pick one with Browse"
+        )
+    return api.load(target, tile=tile, overlap=overlap, tta=tta, engine=engine)
 
 
 def denoise_layer_data(data: np.ndarray, *, axes: str, **options) -> np.ndarray:
-    from pairless.denoiser import denoise_array
+    from pairless import api
 
-    return denoise_array(np.asarray(data), make_denoiser(**options), axes=axes)
+    return api.denoise(np.asarray(data), make_denoiser(**options), axes=axes)
 
 
 class DenoiseWidget(QWidget):
@@ -388,16 +410,22 @@ class DenoiseWidget(QWidget):
             self.source_box.setCurrentText(MODEL)
 
     def _pick_zip(self):
-        path, _ = QFileDialog.getOpenFileName(self, "BioImage Model Zoo package", filter="BMZ package (*.zip)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "BioImage Model Zoo package", filter="BMZ package (*.zip)"
+        )
         if path:
             self.path_edit.setText(path)
             self.source_box.setCurrentText(MODEL)
 
     def options(self) -> dict:
         return {
-            "source": self.source_box.currentText(), "path": self.path_edit.text(),
-            "sigma": self.sigma_box.value() or None, "size": self.size_box.value() or None,
-            "auto": self.auto_box.isChecked(), "tile": self.tile_box.value(), "overlap": self.overlap_box.value(),
+            "source": self.source_box.currentText(),
+            "path": self.path_edit.text(),
+            "sigma": self.sigma_box.value() or None,
+            "size": self.size_box.value() or None,
+            "auto": self.auto_box.isChecked(),
+            "tile": self.tile_box.value(),
+            "overlap": self.overlap_box.value(),
             "tta": self.tta_box.isChecked(),
         }
 
@@ -413,7 +441,11 @@ class DenoiseWidget(QWidget):
             self._fail("no image layer to denoise; open an image first")
             return
         options = self.options()
-        label = options["source"] if options["source"] in CLASSICAL else Path(options["path"].strip()).stem or "model"
+        label = (
+            options["source"]
+            if options["source"] in CLASSICAL
+            else Path(options["path"].strip()).stem or "model"
+        )
         axes = self.axes_edit.text().strip().upper() or default_axes(np.ndim(layer.data))
         self._layer, self._name = layer, f"{layer.name}_{label}"
         self.worker = create_worker(
@@ -445,39 +477,32 @@ class DenoiseWidget(QWidget):
 # --------------------------------------------------------------------------------------------------
 
 
-def score_layers(images: dict[str, np.ndarray], reference: np.ndarray | None, *, data_range: float | None,
-                 gaussian: bool, nema: dict | None) -> list[dict]:
+def score_layers(
+    images: dict[str, np.ndarray],
+    reference: np.ndarray | None,
+    *,
+    data_range: float | None,
+    gaussian: bool,
+    nema: dict | None,
+) -> list[dict]:
     """Metrics of each image against ``reference`` and/or its NEMA IQ recovery coefficients."""
-    from pairless.metrics.image import image_metrics
+    from pairless import api
 
-    if reference is None and nema is None:
-        raise PairlessError("nothing to compare with; pick a reference layer and/or tick NEMA recovery")
-    if reference is not None and data_range is None:
-        data_range = float(np.max(reference)) - float(np.min(reference))
-        if data_range <= 0:
-            raise PairlessError("the reference is constant, so its range is 0; set the data range")
-    rows = []
-    for name, image in images.items():
-        image = np.asarray(image, dtype=np.float32)
-        row: dict = {"image": name}
-        if reference is not None:
-            if image.shape != reference.shape:
-                raise PairlessError(f"layer {name!r} has shape {image.shape} but the reference has {reference.shape}")
-            row.update(image_metrics(image, np.asarray(reference, dtype=np.float32), data_range=data_range,
-                                     gaussian=gaussian))
-        if nema is not None:
-            from pairless.metrics.pet import evaluate_nema
-
-            if image.ndim != 3:
-                raise PairlessError(f"NEMA recovery needs a ZYX volume, but layer {name!r} is {image.ndim}D")
-            row.update(evaluate_nema(image, voxel_size=nema["voxel_size"], sphere_activity=nema["sphere_activity"],
-                                     background_activity=nema.get("background_activity")))
-        rows.append(row)
-    return rows
+    nema = nema or {}
+    return api.evaluate(
+        images,
+        reference=reference,
+        data_range=data_range,
+        gaussian_ssim=gaussian,
+        phantom="nema" if nema else None,
+        voxel_size=nema.get("voxel_size"),
+        sphere_activity=nema.get("sphere_activity"),
+        background_activity=nema.get("background_activity"),
+    )
 
 
 class EvaluateWidget(QWidget):
-    """Score image layers against a reference layer (PSNR, SSIM, NRMSE, SI-PSNR) and, if asked, NEMA IQ RCs."""
+    """Score image layers against a reference layer (PSNR, SSIM, NRMSE, SI-PSNR) and/or by NEMA IQ RCs."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -564,12 +589,20 @@ class EvaluateWidget(QWidget):
                 self._fail("NEMA recovery needs the true sphere activity (in the image's units)")
                 return
             first = next(iter(layers.values()))
-            nema = {"voxel_size": tuple(float(s) for s in first.scale[-3:]), "sphere_activity": self.sphere_box.value(),
-                    "background_activity": self.background_box.value() or None}
+            nema = {
+                "voxel_size": tuple(float(s) for s in first.scale[-3:]),
+                "sphere_activity": self.sphere_box.value(),
+                "background_activity": self.background_box.value() or None,
+            }
         self.worker = create_worker(
-            score_layers, {n: layer.data for n, layer in layers.items()},
-            None if reference is None else reference.data, data_range=self.range_box.value() or None,
-            gaussian=self.gaussian_box.isChecked(), nema=nema, _start_thread=False, _ignore_errors=True,
+            score_layers,
+            {n: layer.data for n, layer in layers.items()},
+            None if reference is None else reference.data,
+            data_range=self.range_box.value() or None,
+            gaussian=self.gaussian_box.isChecked(),
+            nema=nema,
+            _start_thread=False,
+            _ignore_errors=True,
         )
         self.worker.returned.connect(self.show_rows)
         self.worker.errored.connect(lambda err: self._fail(_message(err)))
@@ -591,17 +624,26 @@ class EvaluateWidget(QWidget):
         for r, row in enumerate(rows):
             values = [row["image"]]
             if "psnr" in row:
-                values += [f"{row['psnr']:.2f}", f"{row['si_psnr']:.2f}", f"{row['ssim']:.4f}", f"{row['nrmse']:.4f}"]
+                values += [
+                    f"{row['psnr']:.2f}",
+                    f"{row['si_psnr']:.2f}",
+                    f"{row['ssim']:.4f}",
+                    f"{row['nrmse']:.4f}",
+                ]
             values += [f"{s['rc_mean']:.3f}" for s in row.get("spheres", [])]
             values += [f"{s['rc_max']:.3f}" for s in row.get("spheres", [])]
             for c, value in enumerate(values):
                 item = QTableWidgetItem(value)
-                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter) if c else int(Qt.AlignLeft | Qt.AlignVCenter))
+                item.setTextAlignment(
+                    int(Qt.AlignRight | Qt.AlignVCenter) if c else int(Qt.AlignLeft | Qt.AlignVCenter)
+                )
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
         conventions = rows[0].get("conventions", {}) if rows else {}
         if "data_range" in conventions:
-            self.status.setText(f"data range {conventions['data_range']:g}; SSIM window {conventions['ssim_window']}")
+            self.status.setText(
+                f"data range {conventions['data_range']:g}; SSIM window {conventions['ssim_window']}"
+            )
         else:
             self.status.setText("")
 

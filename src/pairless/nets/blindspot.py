@@ -23,12 +23,13 @@ from torch import nn
 
 
 def shift_down(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
-    """Move the image down by ``rows`` (zeros enter at the top): output row ``i`` is input row ``i - rows``."""
+    """Move the image down by ``rows`` (zeros enter at the top): row ``i`` of the output is ``i - rows``."""
     return F.pad(x, (0, 0, rows, 0))[..., : x.shape[-2], :]
 
 
 class UpwardConv(nn.Conv2d):
-    """A 3×3 convolution whose receptive field at row ``i`` is rows ``i-2 … i`` (its input shifted down one row)."""
+    """A 3×3 convolution whose receptive field at row ``i`` is rows ``i-2 … i`` (its input shifted down one
+    row)."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__(cin, cout, 3, padding=0)
@@ -60,7 +61,9 @@ class UpwardUNet(nn.Module):
             [_Block(in_channels if k == 0 else widths[k - 1], widths[k], batch_norm) for k in range(depth)]
         )
         self.bottom = _Block(widths[depth - 1], widths[depth], batch_norm)
-        self.up = nn.ModuleList([_Block(widths[k + 1] + widths[k], widths[k], batch_norm) for k in reversed(range(depth))])
+        self.up = nn.ModuleList(
+            [_Block(widths[k + 1] + widths[k], widths[k], batch_norm) for k in reversed(range(depth))]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -29,13 +29,22 @@ class SliceContextNet(nn.Module):
     ndim = 3
     conv_ndim = 2
 
-    def __init__(self, *, context: int = 2, depth: int = 2, filters: int = 32, batch_norm: bool = True,
-                 residual: bool = False):
+    def __init__(
+        self,
+        *,
+        context: int = 2,
+        depth: int = 2,
+        filters: int = 32,
+        batch_norm: bool = True,
+        residual: bool = False,
+    ):
         super().__init__()
         if context < 1:
             raise ValueError(f"context must be at least 1 slice, not {context}")
         self.context, self.residual = context, residual
-        self.unet = UNet(ndim=2, depth=depth, filters=filters, in_channels=2 * context + 1, batch_norm=batch_norm)
+        self.unet = UNet(
+            ndim=2, depth=depth, filters=filters, in_channels=2 * context + 1, batch_norm=batch_norm
+        )
 
     @property
     def multiple(self) -> int:

@@ -17,7 +17,9 @@ from torch import nn
 def _layers(ndim: int):
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, not {ndim}")
-    return (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if ndim == 2 else (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)
+    return (
+        (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if ndim == 2 else (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)
+    )
 
 
 class _ConvBlock(nn.Sequential):
@@ -47,7 +49,9 @@ class MaxBlurPool(nn.Module):
         k1 = torch.tensor([1.0, 2.0, 1.0])
         kernel = k1[:, None] * k1[None, :] if ndim == 2 else k1[:, None, None] * k1[None, :, None] * k1
         kernel = kernel / kernel.sum()
-        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).contiguous(), persistent=False)
+        self.register_buffer(
+            "kernel", kernel.expand(channels, 1, *kernel.shape).contiguous(), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.max_pool2d if self.ndim == 2 else F.max_pool3d

@@ -1,11 +1,11 @@
 """Electron-microscopy noise: charge noise (scanning EM) and film noise (TEM support film).
 
 The seed paper's noisy EM sets were made by combining captured noise-only images ("images of
-lacking tissue sections") with clean sections; those images are not public (notes/iscl.md §4), so
-these are procedural proxies with the same ingredients.  Every length is in pixels and every defect
-count is per megapixel of image area, so a parameter set gives the same noise statistics on a 256²
-crop as on a 512² slice (a field is drawn on a margin around the image, so its blur never sees an
-edge, and is scaled by its kernel's energy, not by its own sample sd).
+lacking tissue sections") with clean sections; those images are not public (the ISCL repository's
+data/README.md), so these are procedural proxies with the same ingredients.  Every length is in pixels
+and every defect count is per megapixel of image area, so a parameter set gives the same noise
+statistics on a 256² crop as on a 512² slice (a field is drawn on a margin around the image, so its blur
+never sees an edge, and is scaled by its kernel's energy, not by its own sample sd).
 
 Two ways to apply the noise to a clean image ``y`` in [0, 1] (the result is clipped to [0, 1]):
 
@@ -45,7 +45,7 @@ Mode = Literal["structural", "additive"]
 
 
 class ChargeNoise(Config):
-    """Parameters of :func:`charge_noise`; intensities in units of the [0, 1] image range, lengths in pixels."""
+    """Parameters of :func:`charge_noise`; intensities in units of the [0, 1] range, lengths in pixels."""
 
     gain_sd: float = Field(0.08, ge=0, description="sd of the relative gain drift")
     gain_sigma: float = Field(128.0, gt=0, description="gain drift blur σ in pixels")
@@ -55,24 +55,34 @@ class ChargeNoise(Config):
     band_sigma: tuple[float, float] = Field((2.0, 120.0), description="band blur σ (y, x) in pixels")
     jump_rate: float = Field(0.02, ge=0, le=1, description="fraction of rows with a line jump")
     jump_sd: float = Field(0.08, ge=0, description="sd of a line jump's offset")
-    tail_amplitude: float = Field(0.25, description="charging-tail strength (negative: dark tails; structural only)")
+    tail_amplitude: float = Field(
+        0.25, description="charging-tail strength (negative: dark tails; structural only)"
+    )
     tail_length: float = Field(12.0, gt=0, description="decay length of a charging tail in pixels")
-    tail_quantile: float = Field(0.85, ge=0, lt=1, description="structures above this intensity quantile charge")
+    tail_quantile: float = Field(
+        0.85, ge=0, lt=1, description="structures above this intensity quantile charge"
+    )
     peak: float = Field(120.0, gt=0, description="expected counts at intensity 1 (shot noise)")
     read_sd: float = Field(0.02, ge=0, description="sd of the Gaussian read noise")
-    background: float = Field(0.5, ge=0, le=1, description="intensity of the empty field a noise-only image shows")
+    background: float = Field(
+        0.5, ge=0, le=1, description="intensity of the empty field a noise-only image shows"
+    )
 
 
 class FilmNoise(Config):
     """Parameters of :func:`film_noise`; lengths in pixels, counts per megapixel of image area."""
 
     grain_sd: float = Field(0.17, ge=0, description="sd of the relative band-pass grain")
-    grain_sigma: tuple[float, float] = Field((0.8, 3.0), description="band-pass (difference of Gaussians) σ in px")
+    grain_sigma: tuple[float, float] = Field(
+        (0.8, 3.0), description="band-pass (difference of Gaussians) σ in px"
+    )
     mottle_sd: float = Field(0.08, ge=0, description="sd of the relative mottling")
     mottle_sigma: float = Field(40.0, gt=0, description="mottling blur σ in pixels")
     stains: float = Field(60.0, ge=0, description="expected stains per megapixel")
     stain_radius: tuple[float, float] = Field((3.0, 30.0), description="stain radius range in pixels")
-    stain_depth: tuple[float, float] = Field((0.1, 0.35), description="relative darkening at a stain's centre")
+    stain_depth: tuple[float, float] = Field(
+        (0.1, 0.35), description="relative darkening at a stain's centre"
+    )
     folds: float = Field(4.0, ge=0, description="expected folds per megapixel")
     fold_width: tuple[float, float] = Field((1.0, 3.0), description="fold width range in pixels")
     fold_depth: tuple[float, float] = Field((0.3, 0.6), description="relative darkening along a fold")
@@ -82,7 +92,9 @@ class FilmNoise(Config):
     scratch_length: tuple[float, float] = Field((150.0, 600.0), description="scratch length range in pixels")
     holes: float = Field(1.0, ge=0, description="expected bright holes per megapixel")
     hole_radius: tuple[float, float] = Field((4.0, 15.0), description="hole radius range in pixels")
-    background: float = Field(0.5, ge=0, le=1, description="intensity of the empty field a noise-only image shows")
+    background: float = Field(
+        0.5, ge=0, le=1, description="intensity of the empty field a noise-only image shows"
+    )
 
 
 def charge_noise(
@@ -192,7 +204,7 @@ def _check(image: np.ndarray) -> np.ndarray:
     if image.min() < -1e-6 or image.max() > 1 + 1e-6:
         raise PairlessError(
             f"the clean image must be scaled to [0, 1] (range is {image.min():.4g}..{image.max():.4g}); "
-            f"divide 8-bit images by 255"
+            "divide 8-bit images by 255"
         )
     return image.astype(np.float64)
 
@@ -203,7 +215,7 @@ def _paste(y: np.ndarray, field: np.ndarray, background: float) -> np.ndarray:
 
 
 def _charge_field(shape: tuple[int, int], p: ChargeNoise, rng: np.random.Generator) -> np.ndarray:
-    """An empty field scanned with charging: gain drift, scan offsets and shot noise, no tails (no specimen)."""
+    """An empty field scanned with charging: gain drift, scan offsets, shot noise; no tails (no specimen)."""
     gain = 1.0 + p.gain_sd * _smooth_field(rng, shape, p.gain_sigma)
     x = p.background * gain + _scan_offsets(rng, shape, p)
     return poisson_gaussian_noise(np.clip(x, 0.0, None), peak=p.peak, sigma=p.read_sd, rng=rng)
@@ -213,10 +225,13 @@ def _film_field(y: np.ndarray, p: FilmNoise, rng: np.random.Generator) -> np.nda
     """``y`` seen through the film (``y·t``, bright holes where it is torn), not clipped."""
     shape = y.shape
     white = rng.standard_normal(shape)
+
     # wrap: a periodic blur of white noise is stationary, so the grain has the same sd at the edges
-    dog = lambda a: ndimage.gaussian_filter(a, p.grain_sigma[0], mode="wrap") - ndimage.gaussian_filter(  # noqa: E731
-        a, p.grain_sigma[1], mode="wrap"
-    )
+    def dog(a):
+        return ndimage.gaussian_filter(a, p.grain_sigma[0], mode="wrap") - ndimage.gaussian_filter(
+            a, p.grain_sigma[1], mode="wrap"
+        )
+
     grain = dog(white) / math.sqrt(_energy(dog, max(p.grain_sigma)))
     t = 1.0 + p.grain_sd * grain + p.mottle_sd * _smooth_field(rng, shape, p.mottle_sigma)
     for centre in _centres(rng, shape, p.stains, margin=p.stain_radius[1] * 3):
@@ -268,9 +283,13 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma) -> np
     s = sigma / factor
     margin = np.ceil(4 * s).astype(int) + 2
     coarse = -(-np.asarray(shape) // factor) + 2 * margin + 1
-    kernel = [ndimage.gaussian_filter1d(np.eye(1, 2 * m + 1, m)[0], si, mode="constant") for si, m in zip(s, margin)]
+    kernel = [
+        ndimage.gaussian_filter1d(np.eye(1, 2 * m + 1, m)[0], si, mode="constant") for si, m in zip(s, margin)
+    ]
     energy = float(np.prod([(k**2).sum() for k in kernel]))
-    field = ndimage.gaussian_filter(rng.standard_normal(tuple(coarse)), tuple(s), mode="constant") / math.sqrt(energy)
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(tuple(coarse)), tuple(s), mode="constant"
+    ) / math.sqrt(energy)
     if (factor == 1).all():
         return field[margin[0] : margin[0] + shape[0], margin[1] : margin[1] + shape[1]]
     coords = [m + (np.arange(n) + 0.5) / f - 0.5 for n, m, f in zip(shape, margin, factor)]
@@ -309,9 +328,16 @@ def _blob(shape: tuple[int, int], centre: np.ndarray, radius: float, *, hard: bo
 
 
 def _curve(
-    rng: np.random.Generator, shape: tuple[int, int], centre: np.ndarray, length: float, width: float, *, bend: float
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    centre: np.ndarray,
+    length: float,
+    width: float,
+    *,
+    bend: float,
 ) -> np.ndarray:
-    """A quadratic Bézier line of ``length`` px through ``centre`` at a random angle, Gaussian cross-section of peak ≈ 1."""
+    """A quadratic Bézier line of ``length`` px through ``centre`` at a random angle, Gaussian cross-section
+    of peak ≈ 1."""
     angle = rng.uniform(0.0, np.pi)
     half = 0.5 * length * np.array([np.sin(angle), np.cos(angle)])
     start, end = centre - half, centre + half

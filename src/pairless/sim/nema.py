@@ -1,6 +1,6 @@
 """The NEMA NU 2 / IEC 61675-1 body phantom ("NEMA IQ") as a partial-volume ZYX activity and μ volume.
 
-Geometry (mm, notes/pet.md §1, OpenGATE ``nemaiec.py``): a D-shaped interior, a semicircle of R 147
+Geometry (mm, OpenGATE's ``contrib/phantoms/nemaiec.py``): a D-shaped interior, a semicircle of R 147
 over two quarter circles of R 77 centred at x = ±70 and a flat side at y = −77; a 3 mm PMMA wall;
 a cold lung insert of Ø 50 whose axis lies 35 mm above the semicircle centre; six hot spheres of
 inner Ø 10/13/17/22/28/37 in one transverse plane, on a ring of R 57.2 around the lung insert,
@@ -84,11 +84,14 @@ def rotate_yx(yx: np.ndarray, rotation_deg: float) -> np.ndarray:
 
 
 def inside_body(y_up: np.ndarray, x: np.ndarray, *, grow_mm: float = 0.0) -> np.ndarray:
-    """Whether phantom-frame points (y up, origin at the semicircle centre) lie in the D shape grown by ``grow_mm``."""
+    """Whether phantom-frame points (y up, origin at the semicircle centre) lie in the D shape grown by
+    ``grow_mm``."""
     top = (y_up >= 0) & (x**2 + y_up**2 <= (SEMICIRCLE_R_MM + grow_mm) ** 2)
     ax = np.abs(x)
-    bottom = (y_up < 0) & (y_up >= -(SIDE_ARC_R_MM + grow_mm)) & (
-        (ax <= SIDE_ARC_X_MM) | ((ax - SIDE_ARC_X_MM) ** 2 + y_up**2 <= (SIDE_ARC_R_MM + grow_mm) ** 2)
+    bottom = (
+        (y_up < 0)
+        & (y_up >= -(SIDE_ARC_R_MM + grow_mm))
+        & ((ax <= SIDE_ARC_X_MM) | ((ax - SIDE_ARC_X_MM) ** 2 + y_up**2 <= (SIDE_ARC_R_MM + grow_mm) ** 2))
     )
     return top | bottom
 
@@ -134,7 +137,9 @@ def nema_phantom(
     if supersample < 1:
         raise PairlessError(f"supersample must be at least 1, got {supersample}")
     voxel_size = tuple(float(v) for v in voxel_size)
-    lung = np.array(default_lung_center_mm(shape, voxel_size) if lung_center_mm is None else lung_center_mm, float)
+    lung = np.array(
+        default_lung_center_mm(shape, voxel_size) if lung_center_mm is None else lung_center_mm, float
+    )
     body_yx = lung[1:] + body_offset_mm(rotation_deg=rotation_deg)
 
     # In-plane fractions of interior, outer shell and lung insert: z-invariant along the body.
@@ -144,12 +149,16 @@ def nema_phantom(
     py, px = _to_phantom_frame(yy - body_yx[0], xx - body_yx[1], rotation_deg)
     interior = _block_mean(inside_body(py, px).astype(np.float32), supersample)
     outer = _block_mean(inside_body(py, px, grow_mm=WALL_MM).astype(np.float32), supersample)
-    lung_in = _block_mean(((yy - lung[1]) ** 2 + (xx - lung[2]) ** 2 <= LUNG_RADIUS_MM**2).astype(np.float32),
-                          supersample)
+    lung_in = _block_mean(
+        ((yy - lung[1]) ** 2 + (xx - lung[2]) ** 2 <= LUNG_RADIUS_MM**2).astype(np.float32), supersample
+    )
 
-    # Axial fraction inside the body: the lid is 70 mm on one side of the sphere plane, the bottom 110 mm on the other.
+    # Axial fraction inside the body: the lid is 70 mm on one side of the sphere plane, the bottom 110 mm on
+    # the other.
     sub_z = _subgrid(shape[0], voxel_size[0], supersample)
-    in_length = (sub_z >= lung[0] - (LENGTH_MM - SPHERES_FROM_LID_MM)) & (sub_z <= lung[0] + SPHERES_FROM_LID_MM)
+    in_length = (sub_z >= lung[0] - (LENGTH_MM - SPHERES_FROM_LID_MM)) & (
+        sub_z <= lung[0] + SPHERES_FROM_LID_MM
+    )
     axial = in_length.reshape(shape[0], supersample).mean(axis=1).astype(np.float32)
 
     spheres = np.zeros(shape, np.float32)
@@ -178,17 +187,25 @@ def nema_phantom(
 def sphere_fraction(
     volume: np.ndarray, centre_mm, radius_mm: float, voxel_size, *, supersample: int = 4
 ) -> np.ndarray:
-    """Add to ``volume`` (in place) each voxel's fraction inside a sphere, from ``supersample``³ sub-voxel points."""
+    """Add to ``volume`` (in place) each voxel's fraction inside a sphere, from ``supersample``³ sub-voxel
+    points."""
     lo = [max(int(np.floor((c - radius_mm) / v - 0.5)), 0) for c, v in zip(centre_mm, voxel_size)]
-    hi = [min(int(np.ceil((c + radius_mm) / v + 0.5)) + 1, n) for c, v, n in zip(centre_mm, voxel_size, volume.shape)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    hi = [
+        min(int(np.ceil((c + radius_mm) / v + 0.5)) + 1, n)
+        for c, v, n in zip(centre_mm, voxel_size, volume.shape)
+    ]
+    if any(h <= low for low, h in zip(lo, hi)):
         return volume
-    axes = [_subgrid(h - l, v, supersample) + l * v - c for l, h, v, c in zip(lo, hi, voxel_size, centre_mm)]
+    axes = [
+        _subgrid(h - low, v, supersample) + low * v - c for low, h, v, c in zip(lo, hi, voxel_size, centre_mm)
+    ]
     dz, dy, dx = np.meshgrid(*axes, indexing="ij", sparse=True)
     inside = (dz**2 + dy**2 + dx**2 <= radius_mm**2).astype(np.float32)
-    sizes = [h - l for l, h in zip(lo, hi)]
-    frac = inside.reshape(sizes[0], supersample, sizes[1], supersample, sizes[2], supersample).mean(axis=(1, 3, 5))
-    volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] += frac
+    sizes = [h - low for low, h in zip(lo, hi)]
+    frac = inside.reshape(sizes[0], supersample, sizes[1], supersample, sizes[2], supersample).mean(
+        axis=(1, 3, 5)
+    )
+    volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] += frac
     return volume
 
 

@@ -28,7 +28,9 @@ def _float(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def gaussian_noise(image: np.ndarray, *, sigma: float, rng: np.random.Generator | int | None = None) -> np.ndarray:
+def gaussian_noise(
+    image: np.ndarray, *, sigma: float, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """``image + n`` with ``n ~ N(0, sigma²)`` i.i.d. per pixel (``sigma`` in image units)."""
     image = _float(image)
     if sigma < 0:
@@ -36,7 +38,9 @@ def gaussian_noise(image: np.ndarray, *, sigma: float, rng: np.random.Generator 
     return (image + as_rng(rng).normal(0.0, sigma, image.shape)).astype(image.dtype)
 
 
-def poisson_noise(image: np.ndarray, *, peak: float, rng: np.random.Generator | int | None = None) -> np.ndarray:
+def poisson_noise(
+    image: np.ndarray, *, peak: float, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """Shot noise: ``Poisson(peak · image) / peak``, so an intensity of 1 is ``peak`` expected counts.
 
     The variance at intensity ``v`` is ``v / peak``; the image must be non-negative.

@@ -1,6 +1,6 @@
 """2.5D PET acquisition and ordinary-Poisson OSEM reconstruction of a phantom, slice by slice.
 
-Forward model of the mean sinogram of one 2D plane (notes/pet.md §7, parallelproj's OSEM example):
+Forward model of the mean sinogram of one 2D plane (parallelproj's OSEM example):
 
     ȳ = c · a ⊙ A G x + s + r                                   (1)
 
@@ -38,14 +38,15 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 # OSEM 3 it × 21 subsets): transaxial PSF 6.5/8/9/10 mm × axial 5–9 mm, and 2e6–1.3e7 trues per plane.
 # 6.5 mm gave 10-minute RCmax of 0.97/1.07 for the 13/17 mm spheres (EARL1 tops: 0.85/1.01); 9 mm + 7 mm
 # axial puts all six RCmax and RCmean inside EARL1 (10 mm: 0.43/0.31; 37 mm: 1.07/0.85).  The count level
-# then sets NRMSE(2 min vs 10 min, phantom interior, all planes): 11.9 % at 9e6, 9.9 % at 1.3e7 (paper 9.954 %).
+# then sets NRMSE(2 min vs 10 min, phantom interior, all planes): 11.9 % at 9e6, 9.9 % at 1.3e7 (paper 9.954
+# %).
 PSF_FWHM_MM = 9.0
 AXIAL_FWHM_MM = 7.0
 TRUES_PER_PLANE_10MIN = 1.3e7
 
 
 class PetSimConfig(Config):
-    """Scanner, acquisition and reconstruction settings; the defaults are the Biograph mCT study of seed 000."""
+    """Scanner, acquisition and reconstruction settings; defaults: the Biograph mCT study of seed 000."""
 
     matrix: int = Field(200, ge=16, description="image matrix (pixels per side)")
     pixel_mm: float = Field(MCT_VOXEL_MM[1], gt=0)
@@ -54,17 +55,28 @@ class PetSimConfig(Config):
     iterations: int = Field(3, ge=1)
     subsets: int = Field(21, ge=1)
     psf_fwhm_mm: float = Field(PSF_FWHM_MM, ge=0, description="transaxial system resolution (data only)")
-    axial_fwhm_mm: float = Field(AXIAL_FWHM_MM, ge=0, description="axial resolution on top of the slice thickness")
-    scatter_fraction: float = Field(0.335, ge=0, lt=1, description="scatter / (trues + scatter), mCT NEMA NU2")
+    axial_fwhm_mm: float = Field(
+        AXIAL_FWHM_MM, ge=0, description="axial resolution on top of the slice thickness"
+    )
+    scatter_fraction: float = Field(
+        0.335, ge=0, lt=1, description="scatter / (trues + scatter), mCT NEMA NU2"
+    )
     randoms_fraction: float = Field(0.10, ge=0, lt=1, description="randoms / prompts")
-    trues_per_plane: float = Field(TRUES_PER_PLANE_10MIN, gt=0, description="mean trues per plane, longest frame")
+    trues_per_plane: float = Field(
+        TRUES_PER_PLANE_10MIN, gt=0, description="mean trues per plane, longest frame"
+    )
     postfilter_fwhm_mm: float = Field(0.0, ge=0, description="Gaussian post-filter of the reconstruction")
 
 
-def frame_fraction(minutes: float, total_minutes: float, *, half_life_min: float = HALF_LIFE_F18_MIN) -> float:
-    """Share of the counts of a ``total_minutes`` acquisition that fall in its first ``minutes`` (decay included)."""
+def frame_fraction(
+    minutes: float, total_minutes: float, *, half_life_min: float = HALF_LIFE_F18_MIN
+) -> float:
+    """Share of the counts of a ``total_minutes`` acquisition that fall in its first ``minutes`` (decay
+    included)."""
     if not 0 < minutes <= total_minutes:
-        raise PairlessError(f"frame of {minutes} min must be positive and at most the acquisition's {total_minutes} min")
+        raise PairlessError(
+            f"frame of {minutes} min must be positive and at most the acquisition's {total_minutes} min"
+        )
     lam = np.log(2.0) / half_life_min
     return float(np.expm1(-lam * minutes) / np.expm1(-lam * total_minutes))
 
@@ -80,7 +92,9 @@ class Projector:
 
     def __init__(self, matrix: int, pixel_mm: float, views: int, subsets: int):
         if views % subsets:
-            raise PairlessError(f"{views} views cannot be split into {subsets} equal subsets; pick a divisor of {views}")
+            raise PairlessError(
+                f"{views} views cannot be split into {subsets} equal subsets; pick a divisor of {views}"
+            )
         self.matrix, self.pixel_mm, self.views, self.subsets = matrix, pixel_mm, views, subsets
         self.bins = matrix
         coords = (np.arange(matrix) - (matrix - 1) / 2) * pixel_mm
@@ -97,33 +111,43 @@ class Projector:
         rows, cols, vals = [], [], []
         for k, v in enumerate(view_ids):
             theta = np.pi * v / self.views
-            t = (x[:, None, None] + sub[None, None, :]) * np.cos(theta) + (y[:, None, None] + sub[None, :, None]) * np.sin(theta)
-            u = (t.reshape(npix, 4) / step + self.bins / 2 - 0.5)
+            t = (x[:, None, None] + sub[None, None, :]) * np.cos(theta) + (
+                y[:, None, None] + sub[None, :, None]
+            ) * np.sin(theta)
+            u = t.reshape(npix, 4) / step + self.bins / 2 - 0.5
             base = np.floor(u.min(axis=1)).astype(np.int64)
             lower = np.floor(u).astype(np.int64)
             w_up = u - lower
             # bins base..base+3 cover every sub-pixel's two bins: accumulate into that 4-bin window
             idx = np.arange(npix)[:, None]
             slot = (idx * 4 + lower - base[:, None]).ravel()
-            window = (np.bincount(slot, (1 - w_up).ravel(), minlength=npix * 4)
-                      + np.bincount(slot + 1, w_up.ravel(), minlength=npix * 4)).reshape(npix, 4)
+            window = (
+                np.bincount(slot, (1 - w_up).ravel(), minlength=npix * 4)
+                + np.bincount(slot + 1, w_up.ravel(), minlength=npix * 4)
+            ).reshape(npix, 4)
             b = base[:, None] + np.arange(4)[None]
             keep = (window > 0) & (b >= 0) & (b < self.bins)
             rows.append((k * self.bins + b)[keep])
             cols.append(np.broadcast_to(idx, keep.shape)[keep])
-            vals.append(window[keep] * step / 4)  # each sub-pixel carries a quarter of the pixel's area / bin width
+            vals.append(
+                window[keep] * step / 4
+            )  # each sub-pixel carries a quarter of the pixel's area / bin width
         shape = (len(view_ids) * self.bins, npix)
         return sparse.csr_matrix(
-            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=shape
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+            shape=shape,
         )
 
     def _subsets(self, subset: int | None) -> list[int]:
         return list(range(self.subsets)) if subset is None else [subset]
 
     def forward(self, images: np.ndarray, subset: int | None = None) -> np.ndarray:
-        """Project ``(Z, Y, X)`` images to ``(Z, views, bins)`` sinograms (views of ``subset`` only, if given)."""
+        """Project ``(Z, Y, X)`` images to ``(Z, views, bins)`` sinograms (views of ``subset`` only, if
+        given)."""
         cols = np.ascontiguousarray(images[:, self.fov].T, dtype=np.float32)  # (npix, Z)
-        out = np.empty((len(self._subsets(subset)), len(self.subset_views[0]), self.bins, images.shape[0]), np.float32)
+        out = np.empty(
+            (len(self._subsets(subset)), len(self.subset_views[0]), self.bins, images.shape[0]), np.float32
+        )
         for i, s in enumerate(self._subsets(subset)):
             out[i] = (self._blocks[s] @ cols).reshape(-1, self.bins, images.shape[0])
         sino = out.reshape(-1, self.bins, images.shape[0]).transpose(2, 0, 1)
@@ -133,14 +157,14 @@ class Projector:
         return np.ascontiguousarray(sino)
 
     def adjoint(self, sinograms: np.ndarray, subset: int | None = None) -> np.ndarray:
-        """Back-project ``(Z, views, bins)`` sinograms (the subset's views, if given) to ``(Z, Y, X)`` images."""
+        """Back-project ``(Z, views, bins)`` sinograms (the subset's views, if given) to ``(Z, Y, X)``."""
         nz = sinograms.shape[0]
         if subset is None:
             sinograms = sinograms[:, np.concatenate(self.subset_views)]
         per = len(self.subset_views[0])
         acc = np.zeros((self._blocks[0].shape[1], nz), np.float32)
         for i, s in enumerate(self._subsets(subset)):
-            block = sinograms[:, i * per:(i + 1) * per].reshape(nz, -1).T
+            block = sinograms[:, i * per : (i + 1) * per].reshape(nz, -1).T
             acc += self._blocks_t[s] @ np.ascontiguousarray(block, dtype=np.float32)
         images = np.zeros((nz, self.matrix, self.matrix), np.float32)
         images[:, self.fov] = acc.T
@@ -185,7 +209,9 @@ def osem(
             m, y, b = sensitivity[:, v], counts[:, v], additive[:, v]
             expected = m * proj.forward(x, subset=s) + b
             ratio = np.divide(m * y, expected, out=np.zeros_like(expected), where=expected > 0)
-            x = np.divide(x * proj.adjoint(ratio, subset=s), norms[s], out=np.zeros_like(x), where=norms[s] > 0)
+            x = np.divide(
+                x * proj.adjoint(ratio, subset=s), norms[s], out=np.zeros_like(x), where=norms[s] > 0
+            )
         if callback is not None:
             callback(it, x)
     return x
@@ -239,10 +265,14 @@ def simulate_pet(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if phantom is None:
-        phantom = nema_phantom(shape=(slices, config.matrix, config.matrix),
-                               voxel_size=(config.slice_mm, config.pixel_mm, config.pixel_mm))
+        phantom = nema_phantom(
+            shape=(slices, config.matrix, config.matrix),
+            voxel_size=(config.slice_mm, config.pixel_mm, config.pixel_mm),
+        )
     if phantom.activity.shape[1:] != (config.matrix, config.matrix):
-        raise PairlessError(f"phantom planes {phantom.activity.shape[1:]} do not match the {config.matrix}² matrix")
+        raise PairlessError(
+            f"phantom planes {phantom.activity.shape[1:]} do not match the {config.matrix}² matrix"
+        )
     seconds["phantom"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -252,12 +282,19 @@ def simulate_pet(
     t0 = time.perf_counter()
     data = acquire(phantom, proj=proj, config=config, minutes=minutes, rng=rng)
     # drawn after the frames, from the same generator: a study with splits has the same frames as one without
-    parts = {m: split_counts(c, fractions, rng=rng) for m, c in data.counts.items()} if len(fractions) > 1 else {}
+    parts = (
+        {m: split_counts(c, fractions, rng=rng) for m, c in data.counts.items()} if len(fractions) > 1 else {}
+    )
     seconds["acquisition"] = time.perf_counter() - t0
 
     def reconstruct(counts: np.ndarray, m: float, share: float) -> np.ndarray:
-        image = osem(counts, proj=proj, sensitivity=share * data.sensitivity[m], additive=share * data.additive[m],
-                     iterations=config.iterations)
+        image = osem(
+            counts,
+            proj=proj,
+            sensitivity=share * data.sensitivity[m],
+            additive=share * data.additive[m],
+            iterations=config.iterations,
+        )
         if config.postfilter_fwhm_mm > 0:
             sigma = config.postfilter_fwhm_mm * FWHM_TO_SIGMA
             image = ndimage.gaussian_filter(image, (0, sigma / config.pixel_mm, sigma / config.pixel_mm))
@@ -281,7 +318,8 @@ def simulate_pet(
 
 
 def split_counts(counts: np.ndarray, parts, *, rng: np.random.Generator) -> list[np.ndarray]:
-    """Split prompts into independent frames: ``parts`` equal ones, or one per fraction of a sequence summing to 1.
+    """Split prompts into independent frames: ``parts`` equal ones, or one per fraction of a sequence summing
+    to 1.
 
     Each count goes to part ``k`` with probability ``fractions[k]``.  Multinomial thinning of a
     Poisson frame gives independent Poisson frames, each with its fraction of the mean (the
@@ -307,8 +345,9 @@ def split_fractions(parts) -> list[float]:
         return [1.0 / parts] * int(parts)
     fractions = [float(f) for f in parts]
     if len(fractions) < 2 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise PairlessError(f"split fractions {fractions} must be at least two positive shares summing to 1, "
-                            f"e.g. 0.5 0.5")
+        raise PairlessError(
+            f"split fractions {fractions} must be at least two positive shares summing to 1, e.g. 0.5 0.5"
+        )
     return fractions
 
 
@@ -322,7 +361,12 @@ class Acquisition:
 
 
 def acquire(
-    phantom: NemaPhantom, *, proj: Projector, config: PetSimConfig, minutes: tuple[float, ...], rng: np.random.Generator
+    phantom: NemaPhantom,
+    *,
+    proj: Projector,
+    config: PetSimConfig,
+    minutes: tuple[float, ...],
+    rng: np.random.Generator,
 ) -> Acquisition:
     """Draw the longest frame's prompts from eq. (1) and each shorter frame as its binomial thinning."""
     attenuation = np.exp(-proj.forward(phantom.mu))
@@ -332,7 +376,8 @@ def acquire(
     scatter = scatter_sinogram(trues, config.scatter_fraction, bin_mm=config.pixel_mm)
     per_plane = (trues + scatter).sum(axis=(1, 2), keepdims=True)
     randoms = np.broadcast_to(
-        config.randoms_fraction / (1 - config.randoms_fraction) * per_plane / (config.views * proj.bins), trues.shape
+        config.randoms_fraction / (1 - config.randoms_fraction) * per_plane / (config.views * proj.bins),
+        trues.shape,
     )
     total = max(minutes)
     counts = {total: rng.poisson(trues + scatter + randoms).astype(np.float32)}
@@ -347,7 +392,7 @@ def acquire(
 
 
 def system_blur(activity: np.ndarray, voxel_size, config: PetSimConfig) -> np.ndarray:
-    """``G x`` of eq. (1): transaxial PSF, and the axial PSF over the partial-volume slices ("2.5D" emission)."""
+    """``G x`` of eq. (1): transaxial PSF and axial PSF over the partial-volume slices ("2.5D" emission)."""
     sz = config.axial_fwhm_mm * FWHM_TO_SIGMA / voxel_size[0]
     sxy = config.psf_fwhm_mm * FWHM_TO_SIGMA / voxel_size[1]
     out = ndimage.gaussian_filter1d(activity, sz, axis=0, mode="nearest") if sz > 0 else activity
@@ -356,8 +401,11 @@ def system_blur(activity: np.ndarray, voxel_size, config: PetSimConfig) -> np.nd
     return out.astype(np.float32)
 
 
-def scatter_sinogram(trues: np.ndarray, fraction: float, *, bin_mm: float, width_mm: float = 100.0) -> np.ndarray:
-    """Scatter as a smooth copy of the trues (Gaussian of ``width_mm`` FWHM along the bins) with the given fraction."""
+def scatter_sinogram(
+    trues: np.ndarray, fraction: float, *, bin_mm: float, width_mm: float = 100.0
+) -> np.ndarray:
+    """Scatter as a smooth copy of the trues (Gaussian of ``width_mm`` FWHM along the bins) with the given
+    fraction."""
     if fraction == 0:
         return np.zeros_like(trues)
     smooth = ndimage.gaussian_filter1d(trues, width_mm * FWHM_TO_SIGMA / bin_mm, axis=2, mode="constant")
@@ -375,8 +423,8 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
     import json
     from pathlib import Path
 
-    from pairless.files import atomic_path
     from pairless.io import Image, write_image
+    from pairless.io.files import atomic_path
 
     out = Path(out)
     written = []
@@ -385,18 +433,29 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
 
         uids = {"StudyInstanceUID": generate_uid(), "FrameOfReferenceUID": generate_uid()}
         frames = [(f"pet_{m:g}min", m, image, 0) for m, image in study.images.items()]
-        frames += [(f"pet_{m:g}min_part{k + 1}", m, image, k + 1)
-                   for m, parts in study.parts.items() for k, image in enumerate(parts)]
+        frames += [
+            (f"pet_{m:g}min_part{k + 1}", m, image, k + 1)
+            for m, parts in study.parts.items()
+            for k, image in enumerate(parts)
+        ]
         for number, (name, minutes, image, part) in enumerate(frames, start=1):
             series = dicom_series(image, study, minutes=minutes, part=part, series_number=number, uids=uids)
             written.append(write_image(out / f"{name}_dicom", series, dtype=None))
     volumes = {"truth_kBq_per_mL": study.truth, "mu_per_mm": study.phantom.mu}
     volumes.update({f"pet_{m:g}min_kBq_per_mL": image for m, image in study.images.items()})
-    volumes.update({f"pet_{m:g}min_part{k + 1}_kBq_per_mL": image
-                    for m, parts in study.parts.items() for k, image in enumerate(parts)})
-    written += [write_image(out / f"{name}.nii.gz", Image(np.asarray(v, np.float32), axes="ZYX",
-                                                           voxel_size=study.voxel_size))
-                for name, v in volumes.items()]
+    volumes.update(
+        {
+            f"pet_{m:g}min_part{k + 1}_kBq_per_mL": image
+            for m, parts in study.parts.items()
+            for k, image in enumerate(parts)
+        }
+    )
+    written += [
+        write_image(
+            out / f"{name}.nii.gz", Image(np.asarray(v, np.float32), axes="ZYX", voxel_size=study.voxel_size)
+        )
+        for name, v in volumes.items()
+    ]
     ph = study.phantom
     info = {
         "voxel_size_mm_zyx": list(ph.voxel_size),
@@ -417,9 +476,17 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
 
-def dicom_series(image: np.ndarray, study: PetStudy, *, minutes: float, part: int = 0, series_number: int = 1,
-                 uids: dict | None = None):
-    """One frame as a DICOM PET image series (:class:`pairless.io.Image` with its tags): what a reading station reads.
+def dicom_series(
+    image: np.ndarray,
+    study: PetStudy,
+    *,
+    minutes: float,
+    part: int = 0,
+    series_number: int = 1,
+    uids: dict | None = None,
+):
+    """One frame as a DICOM PET image series (:class:`pairless.io.Image` with its tags): what a reading
+    station reads.
 
     Values in Bq/mL (``Units`` BQML), stored per slice as int16 with its own rescale slope; slice
     positions and orientation in patient mm (head-first supine: rows along +x, columns along +y,
@@ -444,14 +511,25 @@ def dicom_series(image: np.ndarray, study: PetStudy, *, minutes: float, part: in
     drug.RadiopharmaceuticalStartTime = "000000"
     description = f"NEMA IQ {minutes:g} min" + (f" part {part}" if part else "") + " OSEM"
     tags = {
-        "SOPClassUID": PET_IMAGE_STORAGE, "Modality": "PT", "ImageType": ["ORIGINAL", "PRIMARY"],
-        "PatientName": "NEMA^IQ phantom", "PatientID": "pairless-sim", "PatientPosition": "HFS",
-        "Manufacturer": "pairless simulator", "SeriesDescription": description, "SeriesNumber": series_number,
-        "Units": "BQML", "SeriesType": ["STATIC", "IMAGE"], "CountsSource": "EMISSION",
-        "CorrectedImage": ["DECY", "ATTN", "SCAT", "RAN", "NORM"], "DecayCorrection": "START",
-        "ActualFrameDuration": int(round(minutes * 60_000)), "FrameReferenceTime": 0,
+        "SOPClassUID": PET_IMAGE_STORAGE,
+        "Modality": "PT",
+        "ImageType": ["ORIGINAL", "PRIMARY"],
+        "PatientName": "NEMA^IQ phantom",
+        "PatientID": "pairless-sim",
+        "PatientPosition": "HFS",
+        "Manufacturer": "pairless simulator",
+        "SeriesDescription": description,
+        "SeriesNumber": series_number,
+        "Units": "BQML",
+        "SeriesType": ["STATIC", "IMAGE"],
+        "CountsSource": "EMISSION",
+        "CorrectedImage": ["DECY", "ATTN", "SCAT", "RAN", "NORM"],
+        "DecayCorrection": "START",
+        "ActualFrameDuration": int(round(minutes * 60_000)),
+        "FrameReferenceTime": 0,
         "ReconstructionMethod": f"OSEM {study.config.iterations}i{study.config.subsets}s",
-        "SliceThickness": f"{dz:g}", "RadiopharmaceuticalInformationSequence": Sequence([drug]),
+        "SliceThickness": f"{dz:g}",
+        "RadiopharmaceuticalInformationSequence": Sequence([drug]),
         **(uids or {}),
     }
     meta = {"format": "dicom", "dicom": tags, "orientation": [1.0, 0, 0, 0, 1.0, 0], "positions": positions}

@@ -1,0 +1,1 @@
+"""Applying a denoiser: tiling, engines, ONNX export, out-of-core blocks, many files."""
