@@ -23,9 +23,12 @@ $(VENV)/.test-installed: $(VENV)/.installed
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/pairless demo
+	$(VENV)/bin/pairless demo --overwrite  # `make demo` again replaces the previous demo's report
 
 test: $(VENV)/.test-installed
+	@# dciodvfy (Debian's dicom3tools) checks the DICOM series in tests/sim; without apt or root that test skips
+	@command -v dciodvfy >/dev/null || (command -v apt-get >/dev/null \
+		&& apt-get install -y -q dicom3tools >/dev/null 2>&1) || true
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest $(PYTEST_ARGS)
 

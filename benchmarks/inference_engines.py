@@ -15,14 +15,13 @@ axis); every row's MP/s is divided by its MP/s *in this run*.  The other rows us
 (:data:`pairless.inference.tiling.DEFAULT_TILE`, balanced:
 as few tiles as that edge needs, shrunk to the smallest edge that covers the image).
 
-Each (engine, image) runs in a fresh process, so its peak RSS (``VmHWM``) is its own: the child
-loads the model, makes the image, predicts a 512² crop once (export/compile and batch shapes are
-warmed; not timed), then times one whole-image prediction.  ``torch`` is today's path (bf16 +
-channels-last on a CPU with native bf16); every engine's MP/s is divided by its MP/s *in this run*.
-``gate dB`` is the PSNR of the engine's output against the fp32 PyTorch output at the same tile over its data
-range
-(the ``auto`` gate, :data:`pairless.inference.engines.GATE_DB`, is ≥ 70 dB; ``inference_engines_gate50.json``
-is a run with 50 dB); ``ΔPSNR`` is the change in denoising PSNR against the clean image.
+Each (engine, image) runs in a fresh process, so its peak RSS (``VmHWM``) is its own: the child loads the
+model, makes the image, predicts a 512² crop once (export/compile and batch shapes are warmed; not timed),
+then times one whole-image prediction.  ``torch`` is today's path (bf16 + channels-last on a CPU with native
+bf16); every engine's MP/s is divided by its MP/s *in this run*. ``gate dB`` is the PSNR of the engine's
+output against the fp32 PyTorch output at the same tile over its data range (the ``auto`` gate,
+:data:`pairless.inference.engines.GATE_DB`, is ≥ 70 dB; ``inference_engines_gate50.json`` is a run with 50
+dB); ``ΔPSNR`` is the change in denoising PSNR against the clean image.
 
 Out of core: an OME-Zarr (NGFF 0.5) volume of ``--ooc-slices`` × 512 × 512 and one 16× deeper are
 denoised by :func:`pairless.inference.chunked.denoise_chunked` (the engine ``auto`` picks, blocks of one
@@ -30,8 +29,8 @@ denoised by :func:`pairless.inference.chunked.denoise_chunked` (the engine ``aut
 A first run of the small volume fills the ``auto`` cache (its probe holds every engine at once) and
 is reported as ``probe``.
 
-Usage: ``python benchmarks/inference_engines.py [--steps 600] [--engines ...] [--ooc-slices 64] [--json
-PATH]``
+Usage: ``python benchmarks/inference_engines.py [--steps 600] [--engines ...] [--ooc-slices 64]``
+``[--json PATH]``
 Writes ``benchmarks/results/inference_engines.json`` by default.
 """
 

@@ -10,8 +10,8 @@ write it whole) — the baseline measured in the same run.  The child reports it
 the model are made in children too.  With ``--n2v`` a tiny untrained 2D N2V model is run
 both ways on the smallest volume too (memory does not depend on the weights).
 
-Usage: ``python benchmarks/outofcore_memory.py [--factors 1 2 4 8] [--in-memory-up-to 2] [--no-n2v] [--json
-PATH]``
+Usage: ``python benchmarks/outofcore_memory.py [--factors 1 2 4 8] [--in-memory-up-to 2] [--no-n2v]``
+``[--json PATH]``
 """
 
 from __future__ import annotations

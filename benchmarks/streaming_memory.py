@@ -10,8 +10,8 @@ then write them all), the baseline measured in the same run.  The child reports 
 made in children too.  The summary is the ratio of the peak RSS for the most files to that for the
 fewest (1.0 = flat) for both ways.
 
-Usage: ``python benchmarks/streaming_memory.py [--counts 10 100 1000] [--old-up-to 1000] [--side 256] [--json
-PATH]``
+Usage: ``python benchmarks/streaming_memory.py [--counts 10 100 1000] [--old-up-to 1000] [--side 256]``
+``[--json PATH]``
 """
 
 from __future__ import annotations

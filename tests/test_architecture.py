@@ -43,6 +43,7 @@ LAYERS = {
     "io": 1,
     "config": 2,
     "noise": 2,
+    "noise_psd": 2,
     "denoiser": 2,
     "nets": 2,
     "metrics": 2,
@@ -175,12 +176,18 @@ def _qt_missing() -> bool:
 def test_every_module_imports(name, monkeypatch, capsys):
     if name.startswith(f"{FACE}.napari.") and _qt_missing():
         pytest.skip("napari or a Qt binding is not installed")
-    if name == f"{FACE}.__main__":  # importing it runs the command line: make that `pairless --help`
-        monkeypatch.setattr(sys, "argv", ["pairless", "--help"])
-        monkeypatch.delitem(sys.modules, name, raising=False)
     importlib.import_module(name)
-    if name == f"{FACE}.__main__":
-        assert "Usage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["denoise", "nope", "x.tif", "--out", "o"], 2)])
+def test_python_m_pairless_exits_with_the_commands_code(monkeypatch, capsys, argv, code):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["pairless", *argv])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_module(FACE, run_name="__main__")
+    assert stopped.value.code == code
+    assert ("Usage" in capsys.readouterr().out) == (code == 0)
 
 
 def test_imports_are_read_with_their_level_place_and_target():  # the reader itself, on made-up source

@@ -25,7 +25,7 @@ from pairless.cli import main
 from pairless.denoiser import denoise_array
 from pairless.errors import PairlessError
 from pairless.io import Image, read_image, write_image
-from pairless.methods.classical import make_classical
+from pairless.methods.classical import MAX_BLUR_PIXELS, make_classical
 from pairless.metrics.image import LIMIT, SSIM_VALUE_LIMIT, nrmse, psnr, si_psnr, ssim
 
 DTYPES = ("uint8", "uint16", "int16", "int32", "float16", "float32", "float64", "bool")
@@ -293,7 +293,12 @@ def test_classical_denoisers_keep_shape_and_range_or_refuse(
     try:
         denoiser = make_classical(method, sigma=sigma, size=size, auto=auto)
     except PairlessError:
-        assert not (sigma is None or 0 < sigma < np.inf) or not (size is None or size >= 1)
+        wider_than_any_image = method == "gaussian" and sigma is not None and sigma > MAX_BLUR_PIXELS
+        assert (
+            not (sigma is None or 0 < sigma < np.inf)
+            or not (size is None or size >= 1)
+            or wider_than_any_image
+        )
         return
     spatial = [n for a, n in zip(axes.upper(), shape) if a in "ZYX"]
     values = image.astype(np.float64)
@@ -303,8 +308,13 @@ def test_classical_denoisers_keep_shape_and_range_or_refuse(
     except PairlessError:
         too_small_to_tune = auto and min(spatial, default=0) < 4
         too_wide = method == "median" and not auto and (size or 0) > 2 * max(spatial, default=0) + 1
+        spread = float(values.max() - values.min()) if values.size and _finite(image) else 0.0
+        beyond_range = (
+            method == "nlm" and sigma is not None and sigma > 10 * max(spread, np.finfo(np.float32).tiny)
+        )
         assert (
             method == "bm3d"
+            or beyond_range
             or not fits_float32
             or not _valid_axes(axes, image.ndim, end_in_yx=False)
             or too_small_to_tune

@@ -23,6 +23,8 @@ LEGACY = Path(__file__).resolve().parent / "data" / "legacy"
 MANIFEST = json.loads((LEGACY / "manifest.json").read_text())
 PACKAGED = sorted(name for name, entry in MANIFEST.items() if entry["bmz"])
 REFUSED = sorted(name for name, entry in MANIFEST.items() if not entry["bmz"])
+# learned methods that 17e51c3 did not have: no model folder of theirs predates the layout change
+ADDED_SINCE = {"adn", "cagan", "uidnet", "r2r"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,7 +43,7 @@ def test_the_manifest_covers_every_learned_method():
     from pairless.methods import registry
 
     methods = {read_yaml(LEGACY / name / "config.yaml")["method"] for name in MANIFEST}
-    assert methods == set(registry.names(*registry.LEARNED))
+    assert methods == set(registry.names(*registry.LEARNED)) - ADDED_SINCE
     assert all((LEGACY / name / "expected.npy").is_file() for name in MANIFEST)
 
 

@@ -1,3 +1,5 @@
-from pairless.cli import main
+from pairless.cli import run
 
-main()
+# `python -m pairless ...` (and torchrun): the command's exit code becomes the process's
+if __name__ == "__main__":
+    run()

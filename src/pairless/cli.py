@@ -7,7 +7,10 @@ Heavy modules are imported inside the commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,16 +43,36 @@ app.add_typer(reproduce_app, name="reproduce")
 
 Inputs = Annotated[list[Path], typer.Argument(help="Input images (TIFF, PNG, .npy, NIfTI, DICOM folder).")]
 OutDir = Annotated[Path, typer.Option("--out", help="Output folder (created if missing).")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace what is already at --out (never an input, never a folder of your own files).",
+    ),
+]
 AxesOpt = Annotated[
     Optional[str],
     typer.Option("--axes", help="Axes of the input, e.g. YX, ZYX, SYX (default: from the file)."),
+]
+MaxPixelsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-pixels",
+        help=(
+            "Largest image read, in values (pixels × channels × slices × frames) as its header states them; "
+            "larger files are refused unread (default 2**30 = 1073741824; .zarr inputs have no limit)."
+        ),
+    ),
 ]
 
 
 @app.command()
 def denoise(
     method: Annotated[
-        str, typer.Argument(help="A model folder, a BMZ package (.zip), or gaussian | median | nlm | bm3d.")
+        str,
+        typer.Argument(
+            help="prior, gaussian | median | nlm | bm3d, a model folder, or a BMZ package (.zip)."
+        ),
     ],
     inputs: Inputs,
     out: OutDir,
@@ -63,10 +86,46 @@ def denoise(
         bool,
         typer.Option(
             "--vst",
-            help="nlm/bm3d: fit Poisson-Gaussian noise per image, filter after a generalized Anscombe "
-            "transform (σ = 1), invert without bias.",
+            help="nlm/bm3d/prior: fit Poisson-Gaussian noise per image, denoise after a generalized Anscombe "
+            "transform (σ = 1), invert without bias (the prior's default).  prior: `--vst learned` learns"
+            " the "
+            "transform on each image (Noise2VST), `--vst none` feeds the fitted noise as a σ map.",
         ),
     ] = False,
+    vst_mode: Annotated[Optional[str], typer.Option("--vst-mode", hidden=True)] = None,
+    noise: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "prior: the noise model fitted per image, poisson-gaussian (default; Gaussian when the image "
+                "shows no signal dependence) or gaussian; --sigma gives a Gaussian σ instead."
+            )
+        ),
+    ] = None,
+    adapt: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "prior: fine-tune on each image first, for this long (e.g. 60s, 2min) with a self-supervised"
+                " loss."
+            )
+        ),
+    ] = None,
+    psd: Annotated[
+        Optional[str],
+        typer.Option(
+            "--psd",
+            help="bm3d: 'auto' = colour-noise BM3D with the noise's power spectrum estimated from the inputs "
+            "and --psd-clean (or, without it, from the inputs' flat background).",
+        ),
+    ] = None,
+    psd_clean: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--psd-clean",
+            help="With --psd auto: a folder of clean images of the same kind (unpaired with the inputs).",
+        ),
+    ] = None,
     tile: Annotated[
         Optional[int],
         typer.Option(
@@ -94,22 +153,65 @@ def denoise(
         bool,
         typer.Option("--keep-going", help="If an input fails, denoise the others and keep their results."),
     ] = False,
+    max_pixels: MaxPixelsOpt = None,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            help=(
+                "Denoise .zarr volumes on a Dask cluster: local[:N] (N worker processes here),"
+                " tcp://HOST:PORT"
+                " (a running scheduler) or a scheduler file; needs pairless[distributed]."
+            )
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="With --scheduler: continue an interrupted run, skipping done blocks."),
+    ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Denoise images with a classical filter or a trained model; one output per input, same name.
+    """Denoise images with a classical filter, the prior that ships with pairless, or a trained model; one
+    output per input, same name.
 
     Every input is checked (header, shape, dtype, axes) before any is denoised; they are then denoised
     one at a time (memory of the largest one, whatever their number) and put in place together at the
     end: a failure leaves nothing written, or, with --keep-going, the finished ones and a list of the rest.
-    A .zarr input (a zarr array) is denoised block by block into OUT/<name>.zarr, never whole in memory.
-    Example: pairless denoise median scan.tif --out denoised/ --size 3
+    A .zarr input (a zarr array) is denoised block by block into OUT/<name>.zarr, never whole in memory;
+    with --scheduler, its blocks run on a Dask cluster (--resume continues a run that was interrupted).
+    Example: pairless denoise prior scan.tif --out denoised/   (or: median scan.tif --out denoised/ --size 3)
+    (correlated noise: pairless denoise bm3d noisy/*.tif --psd auto --psd-clean clean/ --out denoised/)
     """
     from pairless import api
 
     denoiser = api.load(
-        method, sigma=sigma, size=size, auto=auto, tile=tile, overlap=overlap, tta=tta, vst=vst, engine=engine
+        method,
+        sigma=sigma,
+        size=size,
+        auto=auto,
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        vst=vst_mode or vst,
+        psd=psd,
+        psd_noisy=inputs if psd == "auto" else None,
+        psd_clean=psd_clean,
+        engine=engine,
+        noise=noise,
+        adapt=None if adapt is None else _seconds(adapt, "--adapt"),
     )
     api.denoise(
-        inputs, denoiser, out=out, axes=axes, keep_going=keep_going, block=block, halo=halo, echo=typer.echo
+        inputs,
+        denoiser,
+        out=out,
+        axes=axes,
+        keep_going=keep_going,
+        block=block,
+        halo=halo,
+        echo=typer.echo,
+        max_pixels=max_pixels,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
     )
 
 
@@ -129,6 +231,7 @@ def export(
     onnx: Annotated[
         bool, typer.Option("--onnx/--no-onnx", help="Also write ONNX weights (needs pairless[onnx]).")
     ] = True,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a model as a bioimage.io spec 0.5 package: rdf.yaml, pytorch_state_dict, TorchScript and ONNX
     weights.
@@ -139,7 +242,14 @@ def export(
 
     formats = ("pytorch_state_dict", "torchscript", *(("onnx",) if onnx else ()))
     target = api.export(
-        model, bmz, name=name, authors=author, license=license, sample=sample, formats=formats
+        model,
+        bmz,
+        name=name,
+        authors=author,
+        license=license,
+        sample=sample,
+        formats=formats,
+        overwrite=overwrite,
     )
     typer.echo(f"{model} -> {target}")
 
@@ -163,23 +273,36 @@ def evaluate(
     gaussian_ssim: Annotated[
         bool, typer.Option("--gaussian-ssim", help="Wang et al. Gaussian SSIM window instead of 7x7 uniform.")
     ] = False,
+    metrics: Annotated[
+        Optional[str], typer.Option(help="Comma-separated subset of psnr,nrmse,ssim,si_psnr (default: all).")
+    ] = None,
     phantom: Annotated[
         Optional[str], typer.Option(help="'nema': also measure NEMA IQ sphere recovery.")
     ] = None,
     sphere_activity: Annotated[
-        Optional[float], typer.Option(help="True sphere activity (image units).")
+        Optional[float], typer.Option(help="True sphere activity, in --activity-units.")
     ] = None,
     background_activity: Annotated[
         Optional[float], typer.Option(help="True background activity (default: measured).")
     ] = None,
+    activity_units: Annotated[
+        str,
+        typer.Option(help="Units of the activities: kBq/mL, Bq/mL, MBq/mL, g/mL (SUVbw) or image (its own)."),
+    ] = "kBq/mL",
+    units: Annotated[
+        Optional[str],
+        typer.Option(help="Units of the image values (default: the file's DICOM Units or pairless note)."),
+    ] = None,
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the numbers as JSON.")
     ] = None,
+    overwrite: OverwriteOpt = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Score images against a reference (PSNR, NRMSE, SSIM) and/or a NEMA IQ phantom (recovery coefficients).
 
-    Example: pairless evaluate --reference clean.tif --images n2v.tif median.tif --data-range 255 --json
-    scores.json
+    Example: pairless evaluate --reference clean.tif --images n2v.tif median.tif --data-range 255
+    --json scores.json
     """
     from pairless import api
 
@@ -191,15 +314,17 @@ def evaluate(
         mask=mask,
         normalization=normalization,
         gaussian_ssim=gaussian_ssim,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
         phantom=phantom,
         sphere_activity=sphere_activity,
         background_activity=background_activity,
+        units=units,
+        activity_units=activity_units,
+        json=json_path,
+        overwrite=overwrite,
+        max_pixels=max_pixels,
     )
     _print_scores(results)
-    if json_path is not None:
-        from pairless.metrics.evaluate import write_json
-
-        write_json(json_path, results)
 
 
 ConfigOpt = Annotated[
@@ -240,8 +365,7 @@ PairsOpt = Annotated[
 
 def _fit_command(spec) -> None:
     """Add ``pairless fit NAME`` for a learned method of the registry: its inputs (by its kind), the options
-    every
-    training has, and the method's own options (:class:`pairless.methods.registry.Option`)."""
+    every training has, and the method's own options (:class:`pairless.methods.registry.Option`)."""
     import inspect
 
     P = inspect.Parameter
@@ -275,6 +399,8 @@ def _fit_command(spec) -> None:
         option(own.field, Annotated[kind, typer.Option(own.flag, help=own.help)], default)
     option("seed", SeedOpt, 0)
     option("resume", ResumeOpt, False)
+    option("overwrite", OverwriteOpt, False)
+    option("max_pixels", MaxPixelsOpt, None)
     if spec.processes:
         option("devices", DevicesOpt, 1)
 
@@ -301,6 +427,8 @@ def _fit_command(spec) -> None:
             config=given["config"],
             seed=given["seed"],
             resume=True if given["resume"] else None,
+            overwrite=given["overwrite"],
+            max_pixels=given["max_pixels"],
             devices=given.get("devices", 1),
             echo=typer.echo,
             **settings,
@@ -340,6 +468,7 @@ def simulate_em_command(
             "pasted on, as seed 002 did: independent of the image).",
         ),
     ] = "structural",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Add simulated EM charge or film noise to every image of a folder (same names and dtype).
 
@@ -349,7 +478,8 @@ def simulate_em_command(
 
     if not clean.is_dir():
         raise PairlessError(f"--clean {str(clean)!r} is not a folder; pass a folder of clean images")
-    written = simulate_em_folder(clean, kind=noise, out=out, seed=seed, mode=mode)
+    with _writing(out, overwrite=overwrite, inputs=[clean]):
+        written = simulate_em_folder(clean, kind=noise, out=out, seed=seed, mode=mode)
     typer.echo(f"{len(written)} noisy images and em_noise.png written to {out}")
 
 
@@ -374,6 +504,7 @@ def simulate_pet_command(
     dicom: Annotated[
         bool, typer.Option("--dicom", help="Also write each frame as a DICOM PET series (Bq/mL).")
     ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Simulate a NEMA IQ phantom scan on a Biograph mCT and reconstruct each frame (OSEM 3 it x 21 subsets).
 
@@ -385,9 +516,10 @@ def simulate_pet_command(
     from pairless.sim.pet import simulate_pet, write_study
 
     frames = [*(minutes or []), *(_number(a, "--minutes") for a in ctx.args)] or [2.0, 10.0]
-    study = simulate_pet(minutes=tuple(frames), slices=slices, seed=seed, splits=splits)
-    for path in write_study(study, out, dicom=dicom):
-        typer.echo(str(path))
+    with _writing(out, overwrite=overwrite):
+        study = simulate_pet(minutes=tuple(frames), slices=slices, seed=seed, splits=splits)
+        for path in write_study(study, out, dicom=dicom):
+            typer.echo(str(path))
 
 
 @reproduce_app.command("pet", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -408,6 +540,7 @@ def reproduce_pet_command(
     steps: Annotated[
         Optional[int], typer.Option(help="Override every learned method's training steps.")
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Seed 000's study on a simulated 2-minute NEMA IQ PET scan vs 10 minutes: filters and learned methods.
 
@@ -416,19 +549,76 @@ def reproduce_pet_command(
     Example: pairless reproduce pet --seeds 0 1 2 --out pet_report/
     """
     seed_list = [*(seeds or []), *(int(_number(a, "--seeds")) for a in ctx.args)] or [0]
-    _run_pet_study(
-        out,
+    with _writing(out, overwrite=overwrite):
+        _run_pet_study(
+            out,
+            profile=profile,
+            seeds=seed_list,
+            slices=slices,
+            steps=steps,
+            methods=methods.split(",") if methods else None,
+        )
+
+
+@app.command()
+def pretrain(
+    out: ModelOut,
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help=(
+                "A clean data set as NAME=FOLDER, NAME one of natural | fluorescence | em (repeat for"
+                " several)."
+            ),
+        ),
+    ],
+    profile: Annotated[
+        str, typer.Option(help="quick (minutes) | release (hours on a CPU; resumable).")
+    ] = "quick",
+    config: ConfigOpt = None,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Optimiser steps (a finished run given more continues).")
+    ] = None,
+    init: Annotated[
+        Optional[str], typer.Option(help="shipped: start from the prior that ships with pairless.")
+    ] = None,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a prior: a noise-level-aware denoiser, on clean images with synthetic Gaussian and
+    Poisson-Gaussian noise; use it with `pairless denoise OUT ...` or fine-tune it on your noisy images.
+
+    Example: pairless pretrain --data natural=bsd400/ --data fluorescence=w2s/ --out my_prior/ --profile quick
+    """
+    from pairless import api
+
+    roots = {}
+    for item in data:
+        name, sep, folder = item.partition("=")
+        if not sep or not folder:
+            raise PairlessError(f"--data {item!r} is not NAME=FOLDER; write e.g. --data natural=bsd400/")
+        roots[name] = folder
+    api.pretrain(
+        roots,
+        out=out,
         profile=profile,
-        seeds=seed_list,
-        slices=slices,
-        steps=steps,
-        methods=methods.split(",") if methods else None,
+        config=config,
+        init=init,
+        seed=seed,
+        resume=True if resume else None,
+        overwrite=overwrite,
+        echo=typer.echo,
+        **({"steps": steps} if steps is not None else {}),
     )
+    typer.echo(f"prior written to {out}")
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("pairless-demo"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Simulate the PET phantom study, denoise it with the filters and Noise2Noise, print the table, write a
     report.
@@ -437,7 +627,22 @@ def demo(
     """
     from pairless.experiments.pet import DEFAULT_METHOD
 
-    _run_pet_study(out, profile="quick", seeds=[0], slices=61, steps=None, methods=[DEFAULT_METHOD])
+    with _writing(out, overwrite=overwrite):
+        _run_pet_study(out, profile="quick", seeds=[0], slices=61, steps=None, methods=[DEFAULT_METHOD])
+
+
+@contextlib.contextmanager
+def _writing(out: Path, *, overwrite: bool, inputs: list = (), reuse: bool = False):
+    """A command that writes a folder of results (a report, simulated data): a folder that already holds files
+    only with --overwrite (or, for a study, --reuse: it updates its own rows), and never an input."""
+    from pairless.io.files import guarded_run
+
+    if not (overwrite or reuse) and out.is_dir() and any(out.iterdir()):
+        raise PairlessError(
+            f"{out} already holds files; pass --overwrite to replace them, or choose another --out"
+        )
+    with guarded_run(inputs=inputs, owned=[out]):
+        yield
 
 
 def _number(text: str, option: str) -> float:
@@ -506,6 +711,7 @@ def reproduce_em_command(
         typer.Option("--iscl-steps", help="ISCL training steps instead of the profile's (quick: 1200)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the noise and the training.")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Seed 002's Table 2: ISCL normalizations, paired and self-supervised networks, filters on charge/film
     noise.
@@ -516,18 +722,19 @@ def reproduce_em_command(
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     kinds = tuple(k.strip() for k in noise.split(",") if k.strip()) if noise else ("charge", "film")
-    html = reproduce_em(
-        out,
-        profile=profile,
-        clean=clean,
-        methods=chosen,
-        noise_mode=noise_mode,
-        noise_types=kinds,
-        run_folds=run_folds,
-        iscl_steps=iscl_steps,
-        seed=seed,
-        reuse=reuse,
-    )
+    with _writing(out, overwrite=overwrite, reuse=reuse, inputs=[clean] if clean else []):
+        html = reproduce_em(
+            out,
+            profile=profile,
+            clean=clean,
+            methods=chosen,
+            noise_mode=noise_mode,
+            noise_types=kinds,
+            run_folds=run_folds,
+            iscl_steps=iscl_steps,
+            seed=seed,
+            reuse=reuse,
+        )
     typer.echo(f"report written to {html}")
 
 
@@ -543,6 +750,7 @@ def reproduce_bsd68_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise and the training.")] = 0,
     method: Annotated[str, typer.Option(help="Self-supervised method: n2v | ne2ne | bsn | zsn2n.")] = "n2v",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """N2V paper's benchmark: train on noisy BSD400, score on BSD68 with σ=25 noise next to 27.71 dB.
 
@@ -550,7 +758,8 @@ def reproduce_bsd68_command(
     """
     from pairless.experiments.bsd68 import reproduce_bsd68
 
-    html = reproduce_bsd68(out, method=method, profile=profile, data=data, seed=seed)
+    with _writing(out, overwrite=overwrite, inputs=[data] if data else []):
+        html = reproduce_bsd68(out, method=method, profile=profile, data=data, seed=seed)
     typer.echo(f"report written to {html}")
 
 
@@ -560,7 +769,7 @@ def _print_scores(results: list[dict]) -> None:
     from rich.table import Table
 
     console = Console(width=160)
-    if "psnr" in results[0]:
+    if "conventions" in results[0]:
         conv = results[0]["conventions"]
         table = Table(
             title=(
@@ -568,12 +777,13 @@ def _print_scores(results: list[dict]) -> None:
                 f"SSIM {conv['ssim_window']}; mask {conv['mask']})"
             )
         )
-        for column in ("image", "PSNR [dB]", "NRMSE", "SSIM", "SI-PSNR [dB]"):
+        columns = {"psnr": ("PSNR [dB]", ".3f"), "nrmse": ("NRMSE", ".4f"), "ssim": ("SSIM", ".4f")}
+        columns["si_psnr"] = ("SI-PSNR [dB]", ".3f")
+        shown = [key for key in columns if key in results[0]]  # the metrics asked for (--metrics)
+        for column in ("image", *(columns[key][0] for key in shown)):
             table.add_column(column)
         for r in results:
-            table.add_row(
-                r["image"], f"{r['psnr']:.3f}", f"{r['nrmse']:.4f}", f"{r['ssim']:.4f}", f"{r['si_psnr']:.3f}"
-            )
+            table.add_row(r["image"], *(format(r[key], columns[key][1]) for key in shown))
         console.print(table)
     if "spheres" in results[0]:
         table = Table(title="NEMA IQ recovery coefficients (EARL1 / EARL2 verdicts)")
@@ -590,30 +800,101 @@ def _print_scores(results: list[dict]) -> None:
                     _verdicts(sphere.get("earl1", {})),
                     _verdicts(sphere.get("earl2", {})),
                 )
+        table.caption = "\n".join(_units_line(r) for r in results if "units" in r)
         console.print(table)
+
+
+def _units_line(row: dict) -> str:
+    """Which units an image was read in and what the true activities became in them."""
+    u = row["units"]
+    given = f"{u['sphere_activity_given']:g}" + (
+        f" / {u['background_activity_given']:g}" if u["background_activity_given"] is not None else ""
+    )
+    return (
+        f"{row['image']}: values in {u['image']} ({u['image_units_from']}); activities {given} "
+        f"{u['activities']} x {u['activity_to_image']:.6g}"
+    )
 
 
 def _verdicts(verdicts: dict) -> str:
     return " ".join(f"{k.removeprefix('rc_')}:{v}" for k, v in verdicts.items())
 
 
+_VST_VALUES = ("gat", "learned", "none")
+
+
+def _vst_values(argv: list[str]) -> list[str]:
+    """``--vst learned`` (a value) beside the ``--vst`` flag: the value goes to the hidden ``--vst-mode``."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--vst" and arg in _VST_VALUES:
+            out[-1] = f"--vst-mode={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _seconds(text: str, option: str) -> float:
+    """``60``, ``60s``, ``2min`` or ``1h`` as seconds, or one line saying how to write it."""
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|min|m|h)?\s*", text)
+    if found is None:
+        raise PairlessError(f"{option} {text!r} is not a duration; write e.g. 60s, 2min or 1h")
+    value = float(found.group(1)) * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[found.group(2)]
+    if not value > 0:
+        raise PairlessError(f"{option} must be a positive duration, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit code; user errors print one line and give 2."""
-    try:
-        result = app(args=argv, prog_name="pairless", standalone_mode=False)
-    except PairlessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except typer.Exit as err:
-        return err.exit_code
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 130
-    except typer.TyperException as err:  # usage errors: unknown option, missing argument, bad value
-        message = err.format_message() if hasattr(err, "format_message") else str(err)
-        print(f"error: {message} (see `pairless --help`)", file=sys.stderr)
-        return 2
+    """Run the command line and return its exit code; user errors print one line and give 2.
+
+    Every message is one line on stderr with control characters shown escaped (a file name holding a
+    newline or a terminal escape cannot split it or reach the terminal raw); warnings, ours and the
+    libraries', are one ``warning:`` line each.
+    """
+    from pairless.training.engine import Interrupted
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            args = _vst_values(sys.argv[1:] if argv is None else list(argv))
+            result = app(args=args, prog_name="pairless", standalone_mode=False)
+        except PairlessError as err:
+            _say(f"error: {err}")
+            return 2
+        except Interrupted as stop:
+            kept = (
+                f"its last checkpoint (step {stop.checkpoint_step}) is kept"
+                if stop.checkpoint_step
+                else "no checkpoint was written yet"
+            )
+            _say(
+                f"error: stopped at step {stop.step} by {stop}; {kept}: run the same command with --resume to"
+                " go on"
+            )
+            return 128 + stop.signum
+        except typer.Exit as err:
+            return err.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            _say("error: aborted")
+            return 130
+        except typer.TyperException as err:  # usage errors: unknown option, missing argument, bad value
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            _say(f"error: {message} (see `pairless --help`)")
+            return 2
     return result if isinstance(result, int) else 0
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\n]")
+
+
+def _say(line: str) -> None:
+    """Print one line to stderr, control characters (newline, escape) shown as escapes."""
+    print(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line), file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _say(f"warning: {message}")
 
 
 def run() -> None:

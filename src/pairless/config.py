@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from pairless.errors import PairlessError
 from pairless.io.files import atomic_path
+from pairless.io.limits import check_regular
 
 C = TypeVar("C", bound="Config")
 
@@ -26,8 +27,17 @@ class Config(BaseModel):
     schedule); :meth:`for_profile` builds a configuration from one, with a user's overrides on top.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and ±inf are no setting (an infinite learning rate trains to NaN and would be saved)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     PROFILES: ClassVar[dict[str, dict]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, value, info: ValidationInfo):
+        """``steps: true`` is no number of steps: YAML's booleans are refused where a number is meant."""
+        if isinstance(value, bool) and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
     @classmethod
     def for_profile(cls: type[C], profile: str, **overrides) -> C:
@@ -65,6 +75,8 @@ class Config(BaseModel):
 def read_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping with the safe loader: a YAML file can never run code."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        check_regular(path)  # a FIFO would wait for a writer forever: say what it is
     if not path.is_file():
         raise PairlessError(f"configuration file {str(path)!r} does not exist; check the path")
     try:
@@ -81,3 +93,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def write_yaml(path: str | os.PathLike, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _takes_bool(annotation) -> bool:
+    """Whether a field's type admits a bool (``bool``, or a union or ``Literal`` holding one)."""
+    if annotation is bool:
+        return True
+    return any(_takes_bool(a) or isinstance(a, bool) for a in get_args(annotation))

@@ -48,6 +48,7 @@ def _tiny_dncnn(data, *, out, profile, seed, progress):
         out=out,
         config=config,
         seed=seed,
+        overwrite=True,  # as the study's own methods: each run trains its model folders again
         progress=False,
     )
 
@@ -108,7 +109,7 @@ def test_tiny_study_writes_a_report_with_every_row(tmp_path):
     }  # the full-precision rows
     assert set(results) == {"noisy", "median", "wiener", "dncnn", "iscl-optimized", "iscl-bin"}
     assert float(results["median"]["charge_psnr_sd"]) > 0  # sd over three folds
-    assert (out / "models" / "charge" / "fold2" / "dncnn" / "config.yaml").is_file()
+    assert (out / "models" / "charge" / "fold2" / "dncnn" / "model" / "config.yaml").is_file()
     text = (out / "report.md").read_text()
     assert "data range 1.0" in text and "7×7" in text and "Ordering vs. the paper" in text
     assert "28.27" in text  # the paper's DnCNN number beside ours
@@ -380,7 +381,7 @@ def test_loss_curves_figure_reads_each_presets_training_log(tmp_path):
 
     assert _loss_figure(tmp_path, ["iscl-bn"]) is None  # nothing trained: no figure
     for name, scale in (("iscl-bn", 1.0), ("iscl-optimized", 0.5)):
-        folder = tmp_path / "models" / "film" / "fold0" / name / "training"
+        folder = tmp_path / "models" / "film" / "fold0" / name / "model" / "training"
         folder.mkdir(parents=True)
         rows = ["step,loss_d,loss_g,loss_h,val_loss"] + [
             f"{s},{2 - s / 400 * scale},{30 / s},{0.1 * scale},0.2" for s in (100, 200, 300)
@@ -391,3 +392,39 @@ def test_loss_curves_figure_reads_each_presets_training_log(tmp_path):
     assert [len(ax.lines) for ax in (d, g, h)] == [2, 2, 2]  # one curve per preset in each of D, G, H
     np.testing.assert_allclose(d.lines[1].get_ydata(), [2 - 0.125, 2 - 0.25, 2 - 0.375])
     assert "film" in d.get_title() and "D" in d.get_title()
+
+
+def test_table_2_baselines_are_rows_with_their_configs_and_quan_is_shown_as_not_reproduced():
+    from pairless.experiments.em import METHODS, NOT_REPRODUCED, _not_reproduced_rows, method
+    from pairless.methods.adn import ADNConfig
+
+    assert {"cagan", "uidnet", "adn", "bm3d-psd"} <= set(METHODS) and "quan" not in METHODS
+    assert method("adn").settings("quick") == ADNConfig.for_profile("quick").model_dump(mode="json")
+    assert PAPER_TABLE2["adn"] == (25.67, 0.8686, 24.37, 0.8535) and "quan" in NOT_REPRODUCED
+    (row,) = _not_reproduced_rows()
+    assert "not reproduced: no code or paper text available" in row["method"]
+    assert row["paper charge psnr"] == "22.32" and row["charge psnr"] == "—"
+
+
+def test_every_other_method_is_tested_against_optimized_and_the_unpaired_ordering_is_checked():
+    from pairless.experiments.em import method_tests
+
+    rows = [
+        {
+            "method": name,
+            "fold": fold,
+            "noise": "film",
+            "image": fold * 4 + i,
+            "psnr": 20 + i + gain,
+            "ssim": 0.5,
+        }
+        for fold in range(2)
+        for i in range(4)
+        for name, gain in (("iscl-optimized", 2.0), ("adn", 1.0), ("uidnet", 1.5), ("noisy", 0.0))
+    ]
+    tests = {t["method"]: t for t in method_tests(rows)}
+    assert set(tests) == {"adn", "uidnet"}  # not the input, not the reference
+    assert tests["adn"]["mean_diff"] == pytest.approx(-1.0) and tests["adn"]["p_holm"] >= tests["adn"]["p"]
+    checks = {c["claim"]: c["verdict"] for c in claim_checks(rows)}
+    assert checks["ISCL optimized (IN / SpecNorm / SwitchNorm) > ADN"] == "holds (p < 0.05)"
+    assert checks["ADN > UIDNet"] == "reversed (p < 0.05)"

@@ -219,13 +219,17 @@ def test_a_killed_runs_staging_folder_is_removed_and_a_live_ones_is_kept(tmp_pat
     assert read_image(out / "f000.tif").data.shape == (64, 64)
 
 
-def test_outputs_go_into_an_existing_folder_and_replace_earlier_results(tmp_path, capsys):
+def test_outputs_go_into_an_existing_folder_and_replace_earlier_results_with_overwrite(tmp_path, capsys):
     paths = _frames(tmp_path / "in", 2)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     (out / "f000.tif").write_bytes(b"an older result")
-    assert main(["denoise", "gaussian", *map(str, paths), "--sigma", "1", "--out", str(out)]) == 0
+    argv = ["denoise", "gaussian", *map(str, paths), "--sigma", "1", "--out", str(out)]
+    assert main(argv) == 2  # an earlier result is replaced only when the user says so
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "f000.tif").read_bytes() == b"an older result" and not (out / "f001.tif").exists()
+    assert main([*argv, "--overwrite"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"{p} -> {out / p.name}" for p in paths]
     assert sorted(p.name for p in out.iterdir()) == ["f000.tif", "f001.tif", "keep.txt"]

@@ -105,9 +105,11 @@ def test_tiff_rgb_is_read_channels_first_and_axes_override(rng, tmp_path):
     assert moved.axes == "CYX" and moved.data.shape == (7, 4, 6)
     frames = rng.random((2, 3, 6, 7)).astype(np.float32)
     tifffile.imwrite(tmp_path / "iq.tif", frames, metadata={"axes": "IQYX"}, photometric="minisblack")
-    merged = read_image(tmp_path / "iq.tif")  # two kinds of generic frames become one sample axis
-    assert merged.axes == "SYX"
-    np.testing.assert_array_equal(merged.data, frames.reshape(6, 6, 7))
+    with pytest.raises(PairlessError, match="'SSYX'.*--axes"):  # two generic axes: which is which?
+        read_image(tmp_path / "iq.tif")
+    named = read_image(tmp_path / "iq.tif", axes="TZYX")
+    assert named.axes == "TZYX"
+    np.testing.assert_array_equal(named.data, frames)
 
 
 def test_tiff_voxel_from_imagej_micron_and_ome(rng, tmp_path):
@@ -188,7 +190,7 @@ def test_npy_default_axes_by_ndim_and_dtype_policy(rng, tmp_path, shape, axes):
 
 def test_npy_five_dims_need_axes_and_bool_reads_as_uint8(tmp_path):
     np.save(tmp_path / "five.npy", np.zeros((1, 2, 2, 3, 4)))
-    with pytest.raises(PairlessError, match="pass axes="):
+    with pytest.raises(PairlessError, match=r"pass them with --axes \(axes= in Python\)"):
         read_image(tmp_path / "five.npy")
     assert read_image(tmp_path / "five.npy", axes="STZYX").axes == "STZYX"
     np.save(tmp_path / "mask.npy", np.eye(3, dtype=bool))

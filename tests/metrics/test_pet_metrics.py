@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from pairless.errors import PairlessError
-from pairless.metrics.pet import EARL, earl_band, earl_verdict, evaluate_nema, locate_nema
+from pairless.metrics.pet import EARL, EARL_SOURCES, earl_band, earl_verdict, evaluate_nema, locate_nema
 from pairless.sim.nema import SPHERE_DIAMETERS_MM, nema_phantom
 
 
@@ -26,7 +26,7 @@ def test_noise_free_unblurred_phantom_gives_rc_max_one(centred):
     assert result["background_measured"] == pytest.approx(2.0, abs=1e-6)
     # the 1 mL peak ball (with its partial-volume rim) fits wholly inside the spheres of 22 mm and more
     assert [s["rc_peak"] for s in result["spheres"][3:]] == pytest.approx([1.0] * 3, abs=1e-6)
-    assert result["spheres"][-1]["earl1"] == {"rc_max": "pass", "rc_mean": "fail"}
+    assert result["spheres"][-1]["earl1"] == {"rc_max": "pass", "rc_mean": "fail", "rc_peak": "no band"}
 
 
 def test_localisation_on_a_shifted_rotated_mirrored_anisotropic_phantom():
@@ -81,7 +81,7 @@ def test_earl_lookups_and_verdicts():
     assert earl_verdict(0.34, "earl1", "rc_max", 10) == "pass"  # bands are inclusive
     assert earl_verdict(0.339, "earl1", "rc_max", 10) == "fail"
     assert earl_verdict(0.58, "earl1", "rc_max", 10) == "fail"
-    assert earl_verdict(1.0, "earl1", "rc_peak", 10) is None
+    assert earl_verdict(1.0, "earl1", "rc_peak", 10) == "no band"
     for spec in EARL.values():
         for bands in spec.values():
             assert sorted(bands) == sorted(SPHERE_DIAMETERS_MM)
@@ -106,6 +106,24 @@ def test_bad_inputs_name_the_problem():
         evaluate_nema(phantom.activity[:, :20, :20], voxel_size=phantom.voxel_size, sphere_activity=20)
     with pytest.raises(PairlessError, match="sphere-activity"):
         evaluate_nema(phantom.activity, voxel_size=phantom.voxel_size, sphere_activity=-1)
+    with pytest.raises(PairlessError, match="not in the image's units"):  # Bq/mL values, kBq/mL activity
+        evaluate_nema(phantom.activity * 1000, voxel_size=phantom.voxel_size, sphere_activity=20)
     uniform = nema_phantom(shape=(9, 200, 200), sphere_activity=2.0)
     with pytest.raises(PairlessError, match="no hot spheres"):
         evaluate_nema(uniform.activity, voxel_size=uniform.voxel_size, sphere_activity=20)
+
+
+def test_every_band_names_its_source_and_an_unverified_band_gives_no_verdict(centred):
+    _, result = centred
+    for spec, bands in EARL.items():
+        for metric in bands:
+            assert "EARL" in EARL_SOURCES[spec][metric] and "no band" not in EARL_SOURCES[spec][metric]
+    for table, metric in (("Table 1", "rc_mean"), ("Table 2", "rc_max")):
+        assert table in EARL_SOURCES["earl1"][metric] and "2017" in EARL_SOURCES["earl1"][metric]
+    # the EARL2 RCpeak limits could not be checked against an EARL document: no band, whatever the value
+    assert EARL_SOURCES["earl2"]["rc_peak"].startswith("no band")
+    for diameter in SPHERE_DIAMETERS_MM:
+        assert earl_band("earl2", "rc_peak", diameter) is None
+        assert {earl_verdict(v, "earl2", "rc_peak", diameter) for v in (0.0, 0.5, 1.0, 5.0)} == {"no band"}
+    assert {s["earl2"]["rc_peak"] for s in result["spheres"]} == {"no band"}
+    assert result["conventions"]["earl2"]["rc_peak"] == EARL_SOURCES["earl2"]["rc_peak"]

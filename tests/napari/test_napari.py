@@ -103,10 +103,24 @@ def test_denoise_adds_a_layer_from_a_filter_and_reports_bad_models(viewer, qtbot
     assert len(viewer.layers) == 2
 
 
+def test_the_shipped_prior_is_the_first_choice_and_denoises_a_layer(viewer, qtbot):
+    from pairless.napari._widgets import DenoiseWidget
+
+    clean, noisy = _noisy()
+    viewer.add_image(noisy, name="noisy")
+    widget = DenoiseWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.source_box.currentText() == "prior"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    out = viewer.layers["noisy_prior"].data
+    assert np.mean((out - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
+
+
 def test_denoise_runs_a_bmz_package_tiled(viewer, qtbot, tmp_path):
     from pairless.bmz import export_bmz
     from pairless.methods.n2v import N2VConfig
-    from pairless.napari._widgets import DenoiseWidget
+    from pairless.napari._widgets import MODEL, DenoiseWidget
 
     _, noisy = _noisy((96, 96))
     api.fit("n2v", [noisy], axes="YX", out=tmp_path / "m", config=N2VConfig(**TINY, steps=3), progress=False)
@@ -114,6 +128,7 @@ def test_denoise_runs_a_bmz_package_tiled(viewer, qtbot, tmp_path):
     viewer.add_image(noisy, name="noisy")
     widget = DenoiseWidget(viewer)
     qtbot.addWidget(widget)
+    widget.source_box.setCurrentText(MODEL)  # the prior is the first choice; the browse button does this
     widget.path_edit.setText(str(package))
     widget.tile_box.setValue(64)
     widget.overlap_box.setValue(16)

@@ -179,7 +179,8 @@ def test_denoising_killed_mid_write_leaves_no_partial_output_and_reruns_to_the_s
             if finished != expected:
                 TALLY["outputs lost"] += 1
                 pytest.fail(f"{path} is partial after the kill")
-    assert run_forked([*argv, str(out)]) == 0
+    # the rerun replaces what the killed run finished (the user says so: those outputs exist now)
+    assert run_forked([*argv, str(out), "--overwrite"]) == 0
     assert _tree(out) == _tree(ref), "the rerun's outputs differ from an uninterrupted run's"
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "a staging folder was left behind"
     if code == -9:

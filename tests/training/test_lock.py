@@ -130,10 +130,16 @@ def test_two_runs_into_one_folder_do_not_mix_and_denoising_meanwhile_uses_the_la
     shutil.copytree(folder, tmp_path / "m-before")
     capsys.readouterr()
 
-    # a second training (another seed) into the same folder, paused at its second checkpoint
+    # another seed into a finished model's folder is refused without --overwrite, and nothing changes
+    assert main([*training, "--out", str(folder), "--seed", "1"]) == 2
+    assert "already holds a n2v model of other data or settings" in capsys.readouterr().err
+    weights = (folder / "weights.safetensors").read_bytes()
+    assert weights == (tmp_path / "m-before" / "weights.safetensors").read_bytes()
+
+    # a second training (another seed, --overwrite) into the same folder, paused at its second checkpoint
     paused = tmp_path / "paused"
     child = start_forked(
-        [*training, "--out", str(folder), "--seed", "1"],
+        [*training, "--out", str(folder), "--seed", "1", "--overwrite"],
         faults=Faults(lambda p: p.endswith("/checkpoints/last.ckpt"), kill_at=2, pause_file=paused),
     )
     try:
@@ -198,7 +204,7 @@ def test_a_model_folder_killed_between_its_two_files_is_never_loaded_as_a_mismat
     folder = tmp_path / "m"
     assert main([*training, "--out", str(folder)]) == 0
     config = (folder / "config.yaml").read_text()
-    assert main([*training, "--out", str(folder), "--seed", "1"]) == 0
+    assert main([*training, "--out", str(folder), "--seed", "1", "--overwrite"]) == 0
     (folder / "config.yaml").write_text(config)  # new weights, old config: what a kill between them leaves
     with pytest.raises(PairlessError, match="does not belong to .*run the training command again"):
         read_model_folder(folder, methods=registry.names(*registry.LEARNED))

@@ -27,6 +27,12 @@ from pairless.denoiser import Denoiser
 from pairless.errors import PairlessError
 from pairless.inference.tiling import DEFAULT_TILE
 
+# The most a text file of a package (rdf.yaml, bioimageio.yaml, ...) may unpack to.  A bioimage.io rdf
+# is a few kB (pairless's own ~4 kB); PyYAML parses ~1 MB/s, so 1 MiB is read in a second, where a
+# 1 GiB rdf.yaml (within the 4 GiB cap on the whole package) took minutes and gigabytes.
+MAX_TEXT_BYTES = 1 << 20
+TEXT_SUFFIXES = (".yaml", ".yml", ".json", ".md", ".txt")
+
 
 def _safe_entries(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
     entries = {}
@@ -60,8 +66,17 @@ def _read(archive: zipfile.ZipFile, entries: dict, name: str, path: Path, sha256
         raise PairlessError(
             f"{str(path)!r} names {name!r} in its rdf.yaml but does not contain it; the package is damaged"
         )
+    size = entries[key].file_size
+    if key.lower().endswith(TEXT_SUFFIXES) and size > MAX_TEXT_BYTES:
+        raise PairlessError(
+            f"{name!r} in {str(path)!r} would unpack to {size:,} bytes, more than the {MAX_TEXT_BYTES:,} a "
+            "package's text file may have (an rdf.yaml is a few kB); it is not a model package"
+        )
     try:
-        data = archive.read(entries[key])
+        # read(size), not read(): zipfile then unpacks no more than the size the zip declares (a member
+        # that is larger fails the CRC check), where read() unpacks each compressed block whole
+        with archive.open(entries[key]) as member:
+            data = member.read(size)
     except (zipfile.BadZipFile, OSError, EOFError) as err:  # CRC mismatch, truncated member, bad compression
         raise PairlessError(
             f"{str(path)!r} is a corrupt zip ({err}); download or export the package again"

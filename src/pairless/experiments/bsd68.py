@@ -1,14 +1,13 @@
 """The Noise2Void paper's natural-image benchmark, for any self-supervised method: BSD68, Gaussian noise σ =
 25, trained on BSD400.
 
-Setting (Krull et al. 2019, Table 1; n2v's BSD68 reproduction notebook): grey images on the 0–255
-scale, noise ``N(0, 25²)`` added once per image with a seeded generator and **not** clipped or
-rounded.  The method (N2V by default) trains on the *noisy* BSD400 crops only and is scored on the 68 noisy
-test images
-against their clean originals.  PSNR and SSIM use data range 255; SSIM is scikit-image's default
-(7×7 uniform window, sample covariance, borders excluded); numbers are means over test images.
-Classical rows: a Gaussian filter tuned per image by J-invariance (no clean data), non-local means
-with the known σ, and BM3D with the known σ when the optional ``bm3d`` package is installed.
+Setting (Krull et al. 2019, Table 1; n2v's BSD68 reproduction notebook): grey images on the 0–255 scale, noise
+``N(0, 25²)`` added once per image with a seeded generator and **not** clipped or rounded.  The method (N2V by
+default) trains on the *noisy* BSD400 crops only and is scored on the 68 noisy test images against their clean
+originals.  PSNR and SSIM use data range 255; SSIM is scikit-image's default (7×7 uniform window, sample
+covariance, borders excluded); numbers are means over test images. Classical rows: a Gaussian filter tuned per
+image by J-invariance (no clean data), non-local means with the known σ, and BM3D with the known σ when the
+optional ``bm3d`` package is installed.
 
 ``profile="quick"`` trains with the method's quick profile and scores 12 of the 68 test images
 (evenly spaced) so it runs in CPU minutes; ``"paper"`` uses the seed's schedule and all 68 images.
@@ -96,7 +95,14 @@ def reproduce_bsd68(
 
     t = time.perf_counter()
     learned = api.fit(
-        method, train_noisy, axes="YX", out=out / "model", config=config, seed=seed, progress=progress
+        method,
+        train_noisy,
+        axes="YX",
+        out=out / "model",
+        config=config,
+        seed=seed,
+        overwrite=True,  # the study's own model folder, trained again on each run
+        progress=progress,
     )
     train_s = time.perf_counter() - t
 

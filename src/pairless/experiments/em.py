@@ -8,9 +8,11 @@ remaining training slices are split in half, as in the official ISCL demo: the f
 **clean set**, the second half the **noisy set** (those sections plus simulated noise).  The sets
 are disjoint, so the unpaired methods never see a clean image of a noisy section.  Who sees what:
 
-* ISCL (every normalization preset): the noisy set and the clean set, unpaired;
-* DnCNN / U-Net / RED-CNN and the linear filter (paired references): the noisy set *with its own
+* ISCL (every normalization preset), ADN and UIDNet: the noisy set and the clean set, unpaired;
+* DnCNN / U-Net / RED-CNN, CaGAN and the linear filter (paired references): the noisy set *with its own
   clean images*; the linear filter fitted by least squares is the ceiling of every linear filter;
+* colour-noise BM3D: the noise's power spectrum estimated from the noisy set and the clean set
+  (unpaired statistics, :func:`pairless.noise_psd.from_sets`), then BM3D with it on each test image;
 * Noise2Void, structN2V (horizontal mask), Neighbor2Neighbor, the blind-spot network and Zero-Shot
   Noise2Noise (self-supervised): the noisy set only;
 * classical filters: nothing; each test image tunes its filter by J-invariance (Noise2Self);
@@ -48,16 +50,34 @@ ISCL_NORMS = ("bn", "ln", "gn", "sn", "bin", "optimized")
 SELF_SUPERVISED = ("n2v", "structn2v", "ne2ne", "bsn", "zsn2n")
 
 
+# the other rows of seed 002's Table 2, each trained by its own method (pairless.methods)
+TABLE2_BASELINES = ("cagan", "uidnet", "adn")
+
+
+# Table 2's rows that are not reproduced, with why: (label, type, reason)
+NOT_REPRODUCED = {
+    "quan": (
+        "Quan et al. (ICCVW 2019), asymmetrically cyclic GAN",
+        "unpaired",
+        "not reproduced: no code or paper text available",
+    ),
+}
+
+
 METHODS = (
     "noisy",
     "gaussian",
     "median",
     "nlm",
     "wiener",
+    "bm3d-psd",
     "dncnn",
     "unet",
     "redcnn",
+    "cagan",
     *SELF_SUPERVISED,
+    "uidnet",
+    "adn",
     *(f"iscl-{n}" for n in ISCL_NORMS),
 )
 
@@ -66,6 +86,10 @@ METHODS = (
 PAPER_TABLE2 = {
     "dncnn": (28.27, 0.9172, 27.55, 0.8964),
     "redcnn": (28.61, 0.9230, 28.02, 0.9049),
+    "cagan": (28.60, 0.9186, 28.03, 0.9020),
+    "quan": (22.32, 0.8785, 23.44, 0.8288),
+    "uidnet": (23.11, 0.8592, 21.34, 0.7826),
+    "adn": (25.67, 0.8686, 24.37, 0.8535),
     "iscl-bn": (24.62, 0.8969, 20.63, 0.7568),
     "iscl-ln": (24.61, 0.8945, 23.99, 0.8829),
     "iscl-gn": (24.86, 0.9016, 24.74, 0.8879),
@@ -84,6 +108,10 @@ LABELS = {
     "median": "median filter (J-invariance)",
     "nlm": "non-local means (J-invariance)",
     "wiener": "linear filter fitted with the pairs (ceiling)",
+    "bm3d-psd": "colour-noise BM3D, PSD from the unpaired sets",
+    "cagan": "CaGAN (paired)",
+    "uidnet": "UIDNet",
+    "adn": "ADN",
     "dncnn": "DnCNN (paired)",
     "unet": "U-Net (paired)",
     "redcnn": "RED-CNN (paired)",
@@ -105,6 +133,10 @@ TYPES = {
     "median": "classical",
     "nlm": "classical",
     "wiener": "paired",
+    "bm3d-psd": "unpaired statistics",
+    "cagan": "paired",
+    "uidnet": "unpaired",
+    "adn": "unpaired",
     "dncnn": "paired",
     "unet": "paired",
     "redcnn": "paired",
@@ -113,8 +145,14 @@ TYPES = {
 }
 
 
-# seed 002's normalization orderings the report checks: (ahead, behind)
-CLAIMS = tuple((a, b) for a in ("iscl-bin", "iscl-optimized") for b in ("iscl-bn", "iscl-ln", "iscl-gn"))
+# seed 002's orderings the report checks: (ahead, behind); its normalization presets, then its rows of other
+# methods (Table 2: CaGAN above ISCL; among the unpaired ISCL > ADN > UIDNet; Quan et al. not reproduced)
+CLAIMS = tuple((a, b) for a in ("iscl-bin", "iscl-optimized") for b in ("iscl-bn", "iscl-ln", "iscl-gn")) + (
+    ("cagan", "iscl-optimized"),
+    ("iscl-optimized", "adn"),
+    ("adn", "uidnet"),
+    ("iscl-optimized", "uidnet"),
+)
 
 
 @dataclass(frozen=True)
@@ -173,6 +211,15 @@ def method(name: str, *, iscl_steps: int | None = None) -> Method:
         fit = _supervised(name)
     elif name in SELF_SUPERVISED:
         fit = _self_supervised(name)
+    elif name == "bm3d-psd":
+        fit = _fit_bm3d_psd
+    elif name in TABLE2_BASELINES:
+        return Method(
+            name,
+            _baseline(name),
+            LABELS[name],
+            settings=lambda profile: _baseline_config(name, profile).model_dump(mode="json"),
+        )
     elif name.startswith("iscl-") and name[5:] in ISCL_NORMS:
         return Method(
             name,
@@ -274,7 +321,10 @@ def run_em_study(
                 scored = _read_scores(folder, row_key, m.name) if reuse else None
                 if scored is None:
                     t0 = time.perf_counter()
-                    denoiser = m.fit(data, out=folder, profile=profile, seed=seed + fold, progress=progress)
+                    # the row's scores live beside its model folder: a model folder holds only the model
+                    denoiser = m.fit(
+                        data, out=folder / "model", profile=profile, seed=seed + fold, progress=progress
+                    )
                     t1 = time.perf_counter()
                     outputs = {i: denoise_array(noisy[kind][i], denoiser, axes="YX") for i in test}
                     t2 = time.perf_counter()
@@ -433,8 +483,27 @@ def preset_tests(image_rows: list[dict], *, reference: str = "iscl-optimized") -
     return tests
 
 
+def method_tests(image_rows: list[dict], *, reference: str = "iscl-optimized") -> list[dict]:
+    """Every other method's row (not the ISCL presets, see :func:`preset_tests`, nor the input) against
+    ``reference``, per noise: Wilcoxon over the test images both were scored on, Holm over the list."""
+    from pairless.experiments.stats import holm, paired_test
+
+    names = list(dict.fromkeys(r["method"] for r in image_rows))
+    others = [m for m in names if m != "noisy" and not m.startswith("iscl-")]
+    tests = []
+    for kind in NOISE_TYPES:
+        for name in others:
+            pair = _paired_scores(image_rows, name, reference, kind)
+            if pair is not None:
+                tests.append({"method": name, "versus": reference, "noise": kind, **paired_test(*pair)})
+    for t, adjusted in zip(tests, holm([t["p"] for t in tests])):
+        t["p_holm"] = adjusted
+    return tests
+
+
 def claim_checks(image_rows: list[dict]) -> list[dict]:
-    """Seed 002's normalization orderings (BIN / optimized ahead of BN, LN, GN), tested per noise here."""
+    """Seed 002's orderings (BIN / optimized ahead of BN, LN, GN; CaGAN > ISCL > ADN > UIDNet), tested per
+    noise here."""
     from pairless.experiments.stats import paired_test
 
     checks = []
@@ -569,8 +638,10 @@ def reproduce_em(
         "absolute numbers are not comparable with the paper's; the ordering of rows is."
     )
     report.add_text(_headroom_sentence(result))
+    report.add_text(_classical_sentence(result))
     report.add_table(
-        _display_rows(result.rows), caption="PSNR (dB) / SSIM, mean ± sd over folds; paper = seed 002 Table 2"
+        _display_rows(result.rows) + _not_reproduced_rows(),
+        caption="PSNR (dB) / SSIM, mean ± sd over folds; paper = seed 002 Table 2",
     )
     # the first named table is the report's results.csv: the full-precision rows
     report.add_table(
@@ -588,13 +659,25 @@ def reproduce_em(
             ),
             name="preset_tests",
         )
+    versus = method_tests(result.image_rows)
+    if versus:
+        report.add_table(
+            _round(versus),
+            caption=(
+                "Every other method vs ISCL `optimized`: Wilcoxon signed-rank test of the PSNR difference "
+                "(method − optimized) over every test image of every fold run (two-sided; p_holm: "
+                "Holm-adjusted over the table)"
+            ),
+            name="method_tests",
+        )
     checks = claim_checks(result.image_rows)
     if checks:
         report.add_table(
             _round(checks),
             caption=(
-                "Seed 002's orderings (BIN / optimized ahead of BN, LN, GN), "
-                "tested here image by image (Wilcoxon, two-sided)"
+                "Seed 002's orderings (BIN / optimized ahead of BN, LN, GN; CaGAN ahead of ISCL; among the "
+                "unpaired ISCL ahead of ADN ahead of UIDNet), tested here image by image (Wilcoxon, "
+                "two-sided)"
             ),
             name="claims",
         )
@@ -664,6 +747,59 @@ def _headroom_sentence(result: StudyResult) -> str:
         if parts
         else ""
     )
+
+
+CLASSICAL = ("gaussian", "median", "nlm", "bm3d-psd")
+
+
+def _classical_sentence(result: StudyResult) -> str:
+    """Colour-noise BM3D beside the Gaussian filter and the linear ceiling; ISCL optimized's gap to the
+    best classical row."""
+    by = {r["method"]: r for r in result.rows}
+    parts = []
+    for kind in NOISE_TYPES:
+        if kind not in result.input_psnr:
+            continue
+        value = {
+            m: by.get(m, {}).get(f"{kind}_psnr", float("nan"))
+            for m in (*CLASSICAL, "wiener", "iscl-optimized")
+        }
+        if not np.isfinite(value["bm3d-psd"]):
+            continue
+        text = (
+            f"{kind}: colour-noise BM3D {value['bm3d-psd']:.2f} dB, "
+            f"Gaussian filter {value['gaussian']:.2f} dB"
+            + (f", linear-filter ceiling {value['wiener']:.2f} dB" if np.isfinite(value["wiener"]) else "")
+        )
+        ran = {m: v for m, v in value.items() if m in CLASSICAL and np.isfinite(v)}
+        best = max(ran, key=ran.get)
+        if np.isfinite(value["iscl-optimized"]):
+            text += (
+                f"; ISCL optimized {value['iscl-optimized'] - ran[best]:+.2f} dB from the best classical row"
+                f" ({LABELS[best]})"
+            )
+        parts.append(text)
+    return (
+        "Classical rows (test-set means): " + "; ".join(parts) + ". The colour-noise BM3D sees no pairs: the "
+        "noise's power spectrum is the noisy set's minus the clean set's (pooled autocovariances up to lag "
+        "48)."
+        if parts
+        else ""
+    )
+
+
+def _not_reproduced_rows() -> list[dict]:
+    """Table 2's rows that are not run, with the paper's numbers and why."""
+    out = []
+    for name, (label, kind, reason) in NOT_REPRODUCED.items():
+        row = {"type": kind, "method": f"{label} ({reason})"}
+        for col, value in zip(COLUMNS, PAPER_TABLE2[name]):
+            row[col.replace("_", " ")] = "—"
+            row[f"paper {col.replace('_', ' ')}"] = f"{value:.{2 if col.endswith('psnr') else 4}f}"
+        row["folds"] = 0
+        row["fit (min, all folds)"] = ""
+        out.append(row)
+    return out
 
 
 def _profile(profile: str) -> Profile:
@@ -781,7 +917,7 @@ def _loss_figure(out: Path, names: Sequence[str]):
     logs = {}
     for kind in NOISE_TYPES:
         for name in presets:
-            path = Path(out) / "models" / kind / "fold0" / name / "training" / "training_log.csv"
+            path = Path(out) / "models" / kind / "fold0" / name / "model" / "training" / "training_log.csv"
             if path.is_file():
                 with path.open() as fh:
                     logs[(kind, name)] = list(csv.DictReader(fh))
@@ -855,6 +991,7 @@ def _supervised(arch: str) -> Callable[..., Denoiser]:
             arch=arch,
             augment=augment,
             seed=seed,
+            overwrite=True,  # the study's own model folder, trained again on each run
             progress=progress,
         )
 
@@ -880,6 +1017,7 @@ def _self_supervised(name: str) -> Callable[..., Denoiser]:
             out=out,
             profile=profile,
             seed=seed,
+            overwrite=True,  # the study's own model folder, trained again on each run
             progress=progress,
             resume=False,
             **overrides,
@@ -906,6 +1044,47 @@ def _iscl(norm: str, steps: int | None) -> Callable[..., Denoiser]:
             config=_iscl_config(profile, steps),
             norm=norm,
             seed=seed,
+            overwrite=True,  # the study's own model folder, trained again on each run
+            progress=progress,
+        )
+
+    return fit
+
+
+def _fit_bm3d_psd(data: FoldData, **_) -> Denoiser:
+    """BM3D with the noise's PSD and mean estimated from the noisy set minus the unpaired clean set."""
+    from pairless import noise_psd
+    from pairless.methods.classical import make_classical
+
+    return make_classical("bm3d", psd=noise_psd.from_sets(data.noisy, data.clean))
+
+
+def _baseline_config(name: str, profile: str):
+    from pairless.methods import registry
+
+    return registry.get(name).configure(profile)
+
+
+def _baseline(name: str) -> Callable[..., Denoiser]:
+    """CaGAN on the noisy set's pairs; ADN and UIDNet on the two sets, unpaired; augmented as the noise
+    allows (no 90° turns of charge streaks; an unpaired method flips both ways)."""
+
+    def fit(data: FoldData, *, out: Path, profile: str, seed: int, progress: bool) -> Denoiser:
+        from pairless import api
+
+        paired = name == "cagan"
+        augmentation = AUGMENT.get((data.noise, data.mode), "dihedral")
+        if not paired and augmentation == "updown":
+            augmentation = "flips"
+        return api.fit(
+            name,
+            data.noisy,
+            clean=data.noisy_truth if paired else data.clean,
+            out=out,
+            config=_baseline_config(name, profile),
+            augmentation=augmentation,
+            seed=seed,
+            overwrite=True,  # the study's own model folder, trained again on each run
             progress=progress,
         )
 

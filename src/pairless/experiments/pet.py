@@ -185,6 +185,7 @@ def _denoise_seed(config: PetStudyConfig, seed: int, out: Path, progress: bool):
             out=out / method,
             config=method_config,
             seed=seed,
+            overwrite=True,  # the study's own model folder, trained again on each run
             progress=progress,
             resume=False,
         )

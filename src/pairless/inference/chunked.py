@@ -16,14 +16,19 @@ run leaves nothing half-written.
 An OME-Zarr (NGFF 0.4 or 0.5) source is denoised at its full-resolution level and written as an
 OME-Zarr image of the same version, axes, units and scale, with a 2× pyramid built block by block
 after the full level and provenance in ``attrs["pairless"]`` (see :mod:`pairless.io.ngff`).
+
+The cut (:class:`BlockPlan`), the output (:func:`create_output`) and the work on one block
+(:func:`denoise_block`) are shared with :mod:`pairless.inference.distributed`, which runs the same
+blocks as tasks on a Dask cluster, so both write the same array.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +72,66 @@ def denoise_chunked(
     -------
     The target path.  The output has ``attrs["axes"]`` and the source's other zarr attributes.
     """
-    from pairless.io import validate_axes
     from pairless.io.files import atomic_folder
 
     source, target = Path(source), Path(target)
+    check_request(source, target, halo=halo, protect=protect)
+    check_denoiser(denoiser)
+    with _open_source(source) as (array, stored_axes, attributes):
+        ngff = _ngff_source(source)
+        plan = plan_blocks(
+            source, array, denoiser, axes=axes or stored_axes, block=block, halo=halo, ngff=ngff
+        )
+        with atomic_folder(target, size=plan.nbytes) as tmp:
+            out, writer = create_output(tmp, plan, attributes, ngff, _provenance(denoiser, source))
+            with _progress(progress, total=plan.count) as advance:
+                for index in range(plan.count):
+                    denoise_block(array, out, plan, index, denoiser, sigma=sigma)
+                    advance()
+            if writer is not None:
+                writer.finish()
+    return target
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a volume is cut: blocks of ``edges`` (the output's chunks) read with ``halos`` around them.
+
+    Blocks are numbered in C order over the grid of blocks, so a block's number names it in any process.
+    """
+
+    shape: tuple[int, ...]
+    axes: str
+    edges: tuple[int, ...]
+    halos: tuple[int, ...]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // e) for n, e in zip(self.shape, self.edges))
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.grid))
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the float32 output."""
+        return int(np.prod(self.shape)) * 4
+
+    def region(self, index: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """``(inner, outer)`` of block ``index``: the region it writes, and that region with its halo."""
+        corner = [int(i) * e for i, e in zip(np.unravel_index(index, self.grid), self.edges)]
+        inner = tuple(slice(c, min(c + e, n)) for c, e, n in zip(corner, self.edges, self.shape))
+        outer = tuple(
+            slice(max(s.start - h, 0), min(s.stop + h, n)) for s, h, n in zip(inner, self.halos, self.shape)
+        )
+        return inner, outer
+
+
+def check_request(
+    source: Path, target: Path, *, halo: int, protect: Sequence[str | os.PathLike] = ()
+) -> None:
+    """Refuse a target that is not a ``.zarr`` folder or is an input, and a negative halo."""
     if target.suffix.lower() != ".zarr":
         raise PairlessError(
             f"the chunked output {str(target)!r} must be a .zarr folder; name it e.g. {target.stem}.zarr"
@@ -80,65 +141,75 @@ def denoise_chunked(
             raise PairlessError(
                 f"refusing to overwrite the input {str(path)!r}; choose another output folder"
             )
+    if halo < 0:
+        raise PairlessError(f"the halo must be 0 or more voxels, got {halo}")
+
+
+def check_denoiser(denoiser) -> None:
+    """Refuse a denoiser that cannot work block by block (one that tunes itself per image)."""
     if getattr(denoiser, "auto", False):
         raise PairlessError(
             "--auto tunes the filter per image, which out-of-core denoising would do per block (seams); "
             "set --sigma/--size instead"
         )
-    if halo < 0:
-        raise PairlessError(f"the halo must be 0 or more voxels, got {halo}")
-    with _open_source(source) as (array, stored_axes, attributes):
-        shape = tuple(array.shape)
-        axes = validate_axes(axes or stored_axes or {2: "YX", 3: "ZYX"}.get(len(shape), ""), len(shape))
-        if array.dtype.kind not in "buif":
-            raise PairlessError(
-                f"{str(source)!r} holds {array.dtype} values; pairless denoises integers or real floats"
-            )
-        if 0 in shape:
-            raise PairlessError(f"{str(source)!r} is empty (shape {shape}); pass an array with voxels")
-        across = worked_axes(axes, denoiser)  # the others hold separate images and need no halo
-        worked = tuple(a in across for a in axes)
-        edges = _block_edges(block, shape, worked)
-        halos = tuple(halo if w else 0 for w in worked)
-        ngff = _ngff_source(source)
-        if ngff is not None and axes != ngff.letters:
-            raise PairlessError(
-                f"{str(source)!r} is an OME-Zarr image with axes {ngff.letters}; drop --axes {axes} (its"
-                " metadata names them)"
-            )
-        with atomic_folder(target, size=int(np.prod(shape)) * 4) as tmp:
-            import zarr
 
-            if ngff is not None:
-                from pairless.io.ngff import NGFFWriter
 
-                writer = NGFFWriter(tmp, ngff, chunks=edges, provenance=_provenance(denoiser, source))
-                out = writer.full
-            else:
-                writer = None
-                out = zarr.create_array(
-                    store=str(tmp),
-                    shape=shape,
-                    chunks=edges,
-                    dtype="float32",
-                    attributes={**attributes, "axes": axes},
-                )
-            starts = [range(0, n, e) for n, e in zip(shape, edges)]
-            with _progress(progress, total=int(np.prod([len(s) for s in starts]))) as advance:
-                for corner in itertools.product(*starts):
-                    inner = tuple(slice(c, min(c + e, n)) for c, e, n in zip(corner, edges, shape))
-                    outer = tuple(
-                        slice(max(s.start - h, 0), min(s.stop + h, n)) for s, h, n in zip(inner, halos, shape)
-                    )
-                    region = np.asarray(array[outer])
-                    result = denoise_array(region, denoiser, axes=axes, sigma=sigma)
-                    out[inner] = result[
-                        tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
-                    ]
-                    advance()
-            if writer is not None:
-                writer.finish()
-    return target
+def plan_blocks(
+    source: Path, array, denoiser, *, axes: str | None, block: int | Sequence[int], halo: int, ngff=None
+) -> BlockPlan:
+    """Check the opened ``array`` and cut it into blocks for ``denoiser`` (anything with its
+    ``spatial_ndim``): the halo goes only along the axes the denoiser works across."""
+    from pairless.io import validate_axes
+
+    shape = tuple(array.shape)
+    axes = validate_axes(axes or {2: "YX", 3: "ZYX"}.get(len(shape), ""), len(shape))
+    if array.dtype.kind not in "buif":
+        raise PairlessError(
+            f"{str(source)!r} holds {array.dtype} values; pairless denoises integers or real floats"
+        )
+    if 0 in shape:
+        raise PairlessError(f"{str(source)!r} is empty (shape {shape}); pass an array with voxels")
+    across = worked_axes(axes, denoiser)  # the others hold separate images and need no halo
+    worked = tuple(a in across for a in axes)
+    edges = _block_edges(block, shape, worked)
+    if ngff is not None and axes != ngff.letters:
+        raise PairlessError(
+            f"{str(source)!r} is an OME-Zarr image with axes {ngff.letters}; drop --axes {axes} (its"
+            " metadata names them)"
+        )
+    return BlockPlan(shape, axes, edges, tuple(halo if w else 0 for w in worked))
+
+
+def create_output(folder: Path, plan: BlockPlan, attributes: dict, ngff, provenance: dict):
+    """Create the empty output in ``folder``, chunked by the blocks: ``(full-resolution array, NGFF writer
+    or None)``."""
+    import zarr
+
+    if ngff is not None:
+        from pairless.io.ngff import NGFFWriter
+
+        writer = NGFFWriter(folder, ngff, chunks=plan.edges, provenance=provenance)
+        return writer.full, writer
+    out = zarr.create_array(
+        store=str(folder),
+        shape=plan.shape,
+        chunks=plan.edges,
+        dtype="float32",
+        attributes={**attributes, "axes": plan.axes},
+    )
+    return out, None
+
+
+def denoise_block(array, out, plan: BlockPlan, index: int, denoiser: Denoiser, *, sigma=None) -> float:
+    """Read block ``index`` with its halo from ``array``, denoise it, write its interior (whole chunks of
+    ``out``); return the seconds spent denoising (the rest is reading and writing)."""
+    inner, outer = plan.region(index)
+    region = np.asarray(array[outer])
+    started = time.perf_counter()
+    result = denoise_array(region, denoiser, axes=plan.axes, sigma=sigma)
+    seconds = time.perf_counter() - started
+    out[inner] = result[tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))]
+    return seconds
 
 
 def _ngff_source(source: Path):

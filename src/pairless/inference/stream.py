@@ -40,6 +40,7 @@ def denoise_files(
     *,
     axes: str | None = None,
     keep_going: bool = False,
+    overwrite: bool = False,
     block: int = 128,
     halo: int = 32,
     progress: bool | None = None,
@@ -63,7 +64,10 @@ def denoise_files(
             "once, and denoise same-named files from different folders into separate --out folders"
         )
     guard = _Inputs(inputs)
-    needed = sum(_validate(path, out / path.name, denoiser, axes=axes, guard=guard) for path in inputs)
+    needed = sum(
+        _validate(path, out / path.name, denoiser, axes=axes, guard=guard, overwrite=overwrite)
+        for path in inputs
+    )
     _check_space(out, needed)
 
     created = not out.exists()
@@ -155,7 +159,9 @@ class _Inputs:
         return self.files.get((info.st_dev, info.st_ino))
 
 
-def _validate(path: Path, target: Path, denoiser: Denoiser, *, axes: str | None, guard: _Inputs) -> int:
+def _validate(
+    path: Path, target: Path, denoiser: Denoiser, *, axes: str | None, guard: _Inputs, overwrite: bool
+) -> int:
     """Refuse ``path`` or its target from headers alone; return the bytes its output needs (float32)."""
     from pairless.io import dicom, inspect_image
     from pairless.io.formats import check_target, format_of_suffix
@@ -177,6 +183,11 @@ def _validate(path: Path, target: Path, denoiser: Denoiser, *, axes: str | None,
         raise PairlessError(
             f"refusing to write {target}: it would overwrite the input {overwritten}; choose another output"
             " folder"
+        )
+    if os.path.lexists(target) and not overwrite:
+        raise PairlessError(
+            f"{target} already exists; pass --overwrite to replace it, or choose another --out (nothing was"
+            " written)"
         )
     if path.suffix.lower() == ".zarr":
         if target.is_file():

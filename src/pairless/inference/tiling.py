@@ -75,8 +75,7 @@ def predict_tiled(
     engine
         ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (see :mod:`pairless.inference.engines`);
         default: the one set by :func:`pairless.inference.engines.use_engine`, else ``"torch"``.  Engines
-        other
-        than PyTorch run on the CPU only; ``precision`` applies to the ``"torch"`` engine.
+        other than PyTorch run on the CPU only; ``precision`` applies to the ``"torch"`` engine.
 
     Returns
     -------

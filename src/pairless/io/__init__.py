@@ -15,7 +15,11 @@ Conventions
   has a scale slope/intercept.  DICOM is read as ZYX (YX for one slice), rescaled per slice
   (float32 when any slice has a rescale; else the stored dtype), sorted along the slice normal.
 - ``axes=`` describes the layout as stored (``"YXC"`` is fine for an RGB TIFF); the returned image
-  moves Y and X last.  RGB(A) PNGs are read as CYX.
+  moves Y and X last.  RGB(A) PNGs are read as CYX, palette PNGs as their indices (YX).  A TIFF whose
+  metadata leaves two axes unnamed (tifffile's generic Q, I, ...) needs ``axes=``.
+- Every reader refuses a file whose header states more than :func:`~pairless.io.limits.max_pixels`
+  values (default 2**30; :func:`use_max_pixels` changes it) before it allocates anything, and every
+  path that is not a regular file or a folder (a FIFO, a device); see :mod:`pairless.io.limits`.
 
 Writing keeps the geometry and stores float32 unless ``dtype`` says otherwise (``dtype=None``
 keeps the array's dtype; bool is stored as uint8).  Integer outputs are rounded; values a little
@@ -33,15 +37,18 @@ atomic and never touches the image's source or a path in ``protect``.
 
 from pairless.io.formats import SUPPORTED, inspect_image, read_image, write_image
 from pairless.io.image import AXES_LETTERS, SPATIAL, Image, ImageInfo, validate_axes
+from pairless.io.limits import DEFAULT_MAX_PIXELS, use_max_pixels
 
 __all__ = [
     "AXES_LETTERS",
+    "DEFAULT_MAX_PIXELS",
     "SPATIAL",
     "SUPPORTED",
     "Image",
     "ImageInfo",
     "inspect_image",
     "read_image",
+    "use_max_pixels",
     "validate_axes",
     "write_image",
 ]

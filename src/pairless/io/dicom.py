@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from pairless.errors import PairlessError
+from pairless.io.dicom_iod import series_tags, slice_tags
 from pairless.io.image import Image, RawImage
+from pairless.io.limits import check_size
 
 NAME = "DICOM"
 
@@ -52,6 +54,14 @@ KEEP = (
     "SeriesTime",
     "AcquisitionDate",
     "AcquisitionTime",
+    "DecayFactor",
+    "SUVType",
+    "RescaleType",
+    # PET IOD: the patient's orientation (it replaces PatientPosition), collimation and laterality
+    "PatientOrientationCodeSequence",
+    "PatientGantryRelationshipCodeSequence",
+    "CollimatorType",
+    "ImageLaterality",
 )
 
 
@@ -148,6 +158,8 @@ def read(path: Path) -> RawImage:
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in slices}
     if len(shapes) > 1:
         raise PairlessError(f"{folder}: DICOM slices differ in size {sorted(shapes)}; pass one series")
+    check_size(folder, (len(slices), *next(iter(shapes))))  # before any slice is decoded
+    _warn_uneven(folder, slices, depth)
 
     rescaled = any(
         float(ds.get("RescaleSlope", 1)) != 1
@@ -173,9 +185,47 @@ def read(path: Path) -> RawImage:
     )
     tags = {kw: first.get(kw) for kw in KEEP if first.get(kw) is not None}
     meta = {"format": "dicom", "dicom": tags, "orientation": orientation.tolist(), "positions": positions}
+    meta["sop_instance_uids"] = [str(ds.get("SOPInstanceUID", "")) for ds in slices]  # a derived series cites
+    meta["slice_thickness"] = [ds.get("SliceThickness") for ds in slices]  # each slice keeps its own
     if len(slices) == 1:
         return RawImage(data[0], "YX", voxel, affine, meta, folder, True)
     return RawImage(data, "ZYX", voxel, affine, meta, folder, True)
+
+
+def _warn_uneven(folder: Path, slices: list, depth: np.ndarray) -> None:
+    """Warn, naming the slices, of gaps in a series (missing slices) or slices of another thickness.
+
+    A DICOM output keeps every slice's position and thickness, but a volume (NIfTI, TIFF) and a 3D
+    method take the slices as evenly spaced at the median spacing.
+    """
+    import warnings
+
+    names = [Path(ds.filename).name if ds.filename else f"#{ds.get('InstanceNumber')}" for ds in slices]
+    steps = np.diff(depth)
+    typical = float(np.median(steps)) if len(steps) else 0.0
+    # DICOM stores positions as decimal strings of at most 16 characters: 1 % is far above their rounding
+    uneven = np.flatnonzero(np.abs(steps - typical) > 0.01 * typical) if len(steps) > 1 else []
+    if len(uneven):
+        listed = [f"{names[i]} to {names[i + 1]} {steps[i]:.4g} mm" for i in uneven]
+        warnings.warn(
+            f"{folder}: the slices are not evenly spaced ({_few(listed)}; the others {typical:.4g} mm): "
+            f"missing slices? A volume output or a 3D method takes them as {typical:.4g} mm apart",
+            stacklevel=3,
+        )
+    thickness = [float(ds.SliceThickness) if ds.get("SliceThickness") else None for ds in slices]
+    known = [t for t in thickness if t is not None]
+    if len(set(known)) > 1:
+        common = max(set(known), key=known.count)
+        odd = [f"{name} {t:g} mm" for name, t in zip(names, thickness) if t is not None and t != common]
+        warnings.warn(
+            f"{folder}: the slices differ in thickness ({_few(odd)}; the others {common:g} mm); each keeps "
+            "its own in a DICOM output",
+            stacklevel=3,
+        )
+
+
+def _few(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def _geometry(image: Image, depth: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -215,15 +265,21 @@ def write(folder: Path, image: Image, data: np.ndarray, *, rescale: bool) -> Non
     tags.setdefault("PatientID", "pairless")
     tags.setdefault("StudyInstanceUID", generate_uid())
     tags.setdefault("FrameOfReferenceUID", generate_uid())
-    # the writer of an original series (the simulator) says so; everything else pairless writes is derived
-    image_type = tags.pop("ImageType", ["DERIVED", "SECONDARY"])
     method = image.meta.get("derived_by")
+    # the writer of an original series (the simulator) gives its ImageType; all else pairless writes derives
+    tags = series_tags(tags, derived="ImageType" not in tags, method=method, slices=len(volume))
+    sources = image.meta.get("sop_instance_uids") if image.meta.get("format") == "dicom" else None
+    if sources is None or len(sources) != len(volume):
+        sources = [None] * len(volume)
+    thickness = image.meta.get("slice_thickness") if image.meta.get("format") == "dicom" else None
+    if thickness is None or len(thickness) != len(volume):  # not slice for slice of a series: the tags' one
+        thickness = [None] * len(volume)
+    normal = np.cross(orientation[:3], orientation[3:])
     tags["SeriesDescription"] = (
         f"{tags.get('SeriesDescription', '')} ({f'pairless {method}' if method else 'pairless'})".strip()
     )
     series_uid = generate_uid()
     if len(volume) > 1:
-        normal = np.cross(orientation[:3], orientation[3:])
         tags["SpacingBetweenSlices"] = _ds(np.median(np.diff(positions @ normal)))
 
     for k, plane in enumerate(volume):
@@ -241,9 +297,11 @@ def write(folder: Path, image: Image, data: np.ndarray, *, rescale: bool) -> Non
             setattr(ds, keyword, value)
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.SeriesInstanceUID = series_uid
-        ds.ImageType = image_type
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
+        slice_tags(ds, tags, k, float(positions[k] @ normal), sources[k])
+        if thickness[k] is not None:
+            ds.SliceThickness = thickness[k]
         ds.ImageOrientationPatient = [_ds(v) for v in orientation]
         ds.PixelSpacing = [_ds(dy), _ds(dx)]
         ds.Rows, ds.Columns = plane.shape

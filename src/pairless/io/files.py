@@ -202,6 +202,7 @@ def atomic_path(
     being written (when given) and the free space; ``hint`` replaces its advice.
     """
     target = Path(target)
+    check_file_target(target)  # before any work goes into a write that would be refused at the end
     make_folder(target.parent, needed=size)
     suffix = "".join(target.suffixes) if suffix is None else suffix
     try:
@@ -308,7 +309,8 @@ def move_into_place(source: Path, target: Path) -> None:
 
 @dataclass
 class _Run:
-    inputs: list[Path]
+    inputs: set[Path]
+    around_inputs: set[Path]  # every folder that holds an input: replacing one would replace the input
     outputs: list[tuple[Path, bool]]  # (output file or folder, owned: the run may replace anything in it)
     overwrite: bool
     created: set[Path] = field(default_factory=set)
@@ -337,13 +339,19 @@ def guarded_run(
     ``outputs`` (a file, or a folder whose contents are outputs) nothing that existed before the run is
     replaced unless ``overwrite``; in ``owned`` (a model folder a training run has checked is its own)
     the run may replace anything.  Paths outside all of them (caches, temporary files) are not checked.
+    A run inside another (a study that trains models) keeps the outer run's inputs and outputs too.
     """
-    inputs = [_resolved(p) for p in inputs]
-    for p in list(inputs):
-        if p.exists():
-            inputs.append(p.resolve())  # a link's target is an input too
+    outer = _RUN.get()
+    sources = {_resolved(p) for p in inputs}
+    sources |= {p.resolve() for p in sources if p.exists()}  # a link's target is an input too
     run = _Run(
-        inputs, [(_resolved(p), False) for p in outputs] + [(_resolved(p), True) for p in owned], overwrite
+        sources | (outer.inputs if outer else set()),
+        {a for p in sources for a in p.parents} | (outer.around_inputs if outer else set()),
+        [(_resolved(p), False) for p in outputs]
+        + [(_resolved(p), True) for p in owned]
+        + (outer.outputs if outer else []),
+        overwrite or (outer.overwrite if outer else False),
+        outer.created if outer else set(),
     )
     token = _RUN.set(run)
     try:
@@ -359,12 +367,13 @@ def check_replace(target: str | os.PathLike) -> None:
         return
     path = _resolved(target)
     real = path.resolve() if os.path.lexists(path) else path
-    for source in run.inputs:
-        if source in (path, real) or source in path.parents or path in source.parents:
-            raise PairlessError(
-                f"refusing to write {target}: it would overwrite the input {source}; "
-                f"choose another output path"
-            )
+    inside = next((p for p in (path, real, *path.parents) if p in run.inputs), None)
+    if inside is None and path in run.around_inputs:
+        inside = next(p for p in run.inputs if path in p.parents)
+    if inside is not None:
+        raise PairlessError(
+            f"refusing to write {target}: it would overwrite the input {inside}; choose another output path"
+        )
     if not os.path.lexists(path) or path in run.created or run.overwrite:
         return
     for output, owned in run.outputs:
@@ -375,6 +384,13 @@ def check_replace(target: str | os.PathLike) -> None:
                 f"{target} already exists and was not written by this run; pass --overwrite to replace it, "
                 f"or choose another output path"
             )
+
+
+def check_file_target(target: str | os.PathLike) -> None:
+    """Refuse, in one line, a file target that is a folder or that the current run may not replace."""
+    if Path(target).is_dir():
+        raise PairlessError(f"{target} is a folder; give the name of a file to write")
+    check_replace(target)
 
 
 def _record_created(target: str | os.PathLike) -> None:

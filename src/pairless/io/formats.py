@@ -23,6 +23,7 @@ from pairless.io.image import (
     first_line,
     standard_layout,
 )
+from pairless.io.limits import check_regular, check_size
 
 SUPPORTED = ".tif, .tiff, .png, .npy, .nii, .nii.gz, and DICOM (.dcm files or a folder of them)"
 
@@ -55,6 +56,7 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     path = Path(path)
     if not path.exists():
         raise PairlessError(f"{path}: no such file or folder; check the path")
+    check_regular(path)
     kind = format_to_read(path)
     reader = FORMATS[kind].read
     try:
@@ -67,23 +69,7 @@ def read_image(path: str | os.PathLike, *, axes: str | None = None) -> Image:
             f"check that the file is complete and really is {FORMATS[kind].NAME}"
         ) from None
     data = check_values(raw.data, path)
-    stored = raw.axes
-    if axes is not None:
-        wanted = str(axes).upper()
-        problem = axes_problem(wanted, data.ndim, end_in_yx=False)
-        if problem:
-            raise PairlessError(f"{path}: axes {axes!r} {problem} (shape {data.shape}); {AXES_HINT}")
-        if raw.fixed_axes and wanted != stored:
-            raise PairlessError(
-                f"{path}: {FORMATS[kind].NAME} images have axes {stored!r} set by the format, not "
-                f"{axes!r}; leave out the axes option for this file"
-            )
-        stored = wanted
-    elif stored is None or stored.count("Y") != 1 or stored.count("X") != 1 or len(stored) != data.ndim:
-        raise PairlessError(
-            f"{path}: cannot tell the axes of this {data.ndim}D array (shape {data.shape}) from the file; "
-            f"pass axes=, e.g. 'TZYX' ({AXES_HINT})"
-        )
+    stored = _stored_axes(path, kind, data.shape, raw.axes, raw.fixed_axes, axes)
     data, axes_out = standard_layout(data, stored)
     spatial = [a for a in axes_out if a in SPATIAL]
     voxel = tuple(raw.voxel[a] for a in spatial) if all(a in raw.voxel for a in spatial) else None
@@ -128,6 +114,7 @@ def inspect_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageI
     path = Path(path)
     if not path.exists():
         raise PairlessError(f"{path}: no such file or folder; check the path")
+    check_regular(path)
     kind = format_to_read(path)
     header = FORMATS[kind].header
     try:
@@ -149,6 +136,16 @@ def inspect_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageI
         raise PairlessError(f"{path}: the image is empty (shape {shape}); pass an image with pixels")
     if len(shape) < 2:
         raise PairlessError(f"{path}: the array has shape {shape}; an image needs at least Y and X")
+    check_size(path, shape, dtype)
+    stored = _stored_axes(path, kind, tuple(shape), stored, fixed, axes)
+    order = [i for i, a in enumerate(stored) if a not in "YX"] + [stored.index("Y"), stored.index("X")]
+    return ImageInfo(path, tuple(int(shape[i]) for i in order), dtype, "".join(stored[i] for i in order))
+
+
+def _stored_axes(
+    path: Path, kind: str, shape: tuple, stored: str | None, fixed: bool, axes: str | None
+) -> str:
+    """The layout as stored: ``axes`` when given (and the format allows it), else the file's own."""
     if axes is not None:
         wanted = str(axes).upper()
         problem = axes_problem(wanted, len(shape), end_in_yx=False)
@@ -159,15 +156,18 @@ def inspect_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageI
                 f"{path}: {FORMATS[kind].NAME} images have axes {stored!r} set by the format, not "
                 f"{axes!r}; leave out the axes option for this file"
             )
-        stored = wanted
-    elif stored is None or stored.count("Y") != 1 or stored.count("X") != 1 or len(stored) != len(shape):
+        return wanted
+    if stored is None or len(stored) != len(shape) or not {"Y", "X"} <= set(stored):
         raise PairlessError(
-            f"{path}: cannot tell the axes of this {len(shape)}D array (shape {shape}) from the file; "
-            f"pass axes=, e.g. 'TZYX' ({AXES_HINT})"
+            f"{path}: cannot tell the axes of this {len(shape)}D image (shape {shape}) from the file; "
+            f"pass them with --axes (axes= in Python), e.g. 'TZYX' ({AXES_HINT})"
         )
-    groups = [a for a in dict.fromkeys(stored) if a not in "YX"] + ["Y", "X"]
-    standard = tuple(int(np.prod([n for a, n in zip(stored, shape) if a == g])) for g in groups)
-    return ImageInfo(path, standard, dtype, "".join(groups))
+    if len(set(stored)) != len(stored):  # e.g. a TIFF's generic axes QQ: which is time, which slices?
+        raise PairlessError(
+            f"{path}: the file's axes read as {stored!r} (shape {shape}), one kind twice, which pairless "
+            f"will not guess; pass the axes with --axes (axes= in Python), e.g. 'TZCYX' ({AXES_HINT})"
+        )
+    return stored
 
 
 def write_image(

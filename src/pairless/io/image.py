@@ -176,15 +176,11 @@ def check_values(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def standard_layout(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
-    """Move Y and X last (others keep their order); merge repeated letters into one axis."""
-    groups = [a for a in dict.fromkeys(axes) if a not in "YX"] + ["Y", "X"]
-    order = [i for g in groups for i, a in enumerate(axes) if a == g]
+    """Move Y and X last, the other axes (each letter once) keeping their order."""
+    order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
     if order != list(range(len(axes))):
         data = np.transpose(data, order)
-    if len(groups) != len(axes):
-        merged = "".join(axes[i] for i in order)
-        data = data.reshape([int(np.prod([n for a, n in zip(merged, data.shape) if a == g])) for g in groups])
-    return data, "".join(groups)
+    return data, "".join(axes[i] for i in order)
 
 
 class ImageInfo(NamedTuple):

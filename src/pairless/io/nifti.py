@@ -8,6 +8,8 @@ import numpy as np
 
 from pairless.errors import PairlessError
 from pairless.io.image import UNIT_MM, Image, RawImage
+from pairless.io.limits import check_affine, check_size
+from pairless.io.units import image_units, nifti_description
 
 NAME = "NIfTI"
 
@@ -23,6 +25,7 @@ def header(path: Path):
     proxy = img.dataobj
     scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
     dtype = np.dtype(np.float32) if scaled else img.get_data_dtype()
+    check_affine(path, img.affine, len(img.shape))
     shape = tuple(int(n) for n in img.shape)[::-1]
     return shape, dtype, {2: "YX", 3: "ZYX", 4: "TZYX"}[len(shape)], True
 
@@ -37,6 +40,8 @@ def read(path: Path) -> RawImage:
         raise PairlessError(f"{path}: NIfTI with {len(img.shape)} dimensions; pass a 2D, 3D or 4D image")
     proxy = img.dataobj
     scaled = float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0
+    check_affine(path, img.affine, len(img.shape))
+    check_size(path, img.shape, img.get_data_dtype())  # before nibabel allocates what the header states
     data = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(proxy)
     ndim = data.ndim
     unit = UNIT_MM.get(img.header.get_xyzt_units()[0], 1.0)  # NIfTI's "unknown" is taken as mm
@@ -69,4 +74,7 @@ def write(tmp: Path, image: Image, data: np.ndarray) -> None:
     img.header.set_data_dtype(data.dtype)
     if header is None:
         img.header.set_xyzt_units("mm")
+    units, _ = image_units(image)
+    if units is not None:  # NIfTI has no field for the values' unit: pairless reads it back from here
+        img.header["descrip"] = nifti_description(units)
     nib.save(img, tmp)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from pairless.errors import PairlessError
 from pairless.io.image import Image, RawImage
+from pairless.io.limits import check_size
 
 NAME = "NumPy .npy"
 AXES = {2: "YX", 3: "ZYX", 4: "SZYX"}
@@ -25,7 +27,8 @@ def header(path: Path):
         raise PairlessError(
             f"{path}: holds Python objects, not numbers; save a numeric array with numpy.save"
         )
-    need = offset + int(np.prod(shape)) * dtype.itemsize
+    check_size(path, shape, dtype)
+    need = offset + math.prod(shape) * dtype.itemsize  # Python ints: a hostile header cannot overflow them
     if path.stat().st_size < need:
         raise PairlessError(
             f"{path}: cannot be read as NumPy .npy (the file is {path.stat().st_size} bytes but its header "
@@ -35,10 +38,9 @@ def header(path: Path):
 
 
 def read(path: Path) -> RawImage:
+    _, _, axes, _ = header(path)  # of numbers, within the pixel limit, complete: before np.load allocates
     data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.ndarray):
-        raise PairlessError(f"{path}: holds no single array; save one array with numpy.save")
-    return RawImage(data, AXES.get(data.ndim), {}, None, {"format": "npy"}, path, False)
+    return RawImage(data, axes, {}, None, {"format": "npy"}, path, False)
 
 
 def write(tmp: Path, image: Image, data: np.ndarray) -> None:

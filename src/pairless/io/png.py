@@ -1,4 +1,10 @@
-"""PNG (Pillow): gray 8/16-bit or 8-bit RGB(A); the pixel size from its dpi."""
+"""PNG (Pillow): gray 8/16-bit, 8-bit RGB(A), or a palette image's indices; the pixel size from its dpi.
+
+A palette (indexed-colour) PNG is read as its indices, one gray channel: the scientific tools that
+write such files (ImageJ/Fiji for an 8-bit image with a lookup table, label and segmentation tools)
+store the measured values or labels as the indices, and the palette only says how to show them.
+Its colours are not data, so denoising them as RGB would smooth across a lookup table.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ import numpy as np
 
 from pairless.errors import PairlessError
 from pairless.io.image import Image, RawImage
+from pairless.io.limits import check_size
 
 NAME = "PNG"
 _PNG_MODES = {
     "1": ("bool", 0),
     "L": ("uint8", 0),
+    "P": ("uint8", 0),  # the indices (see the module notes)
     "LA": ("uint8", 2),
     "I": ("int32", 0),
     "I;16": ("uint16", 0),
@@ -23,17 +31,34 @@ _PNG_MODES = {
 }
 
 
-def header(path: Path):
-    from PIL import Image as PILImage
+def _open(path: Path):
+    """The PNG with its header parsed and no pixel decoded yet."""
+    from PIL import PngImagePlugin
 
     with open(path, "rb") as f:
         header = f.read(26)
     if header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 16 and header[25] in (2, 6):
         raise PairlessError(f"{path}: 16-bit colour PNGs lose bits when read; convert it to TIFF")
-    with PILImage.open(path) as im:
-        if im.format != "PNG":
-            raise PairlessError(f"{path}: the file is {im.format}, not PNG; give it its proper suffix")
-        mode = ("RGBA" if "transparency" in im.info else "RGB") if im.mode == "P" else im.mode
+    # PngImageFile rather than Image.open: Image.open applies Pillow's own bomb limit (a warning above
+    # 89 M pixels, an error above 179 M) whatever --max-pixels says; check_size takes its place.
+    im = PngImagePlugin.PngImageFile(path)
+    width, height = im.size
+    bands = len(im.getbands())
+    try:
+        check_size(
+            path,
+            (height, width, bands) if bands > 1 else (height, width),
+            _PNG_MODES.get(im.mode, ("uint8",))[0],
+        )
+    except PairlessError:
+        im.close()
+        raise
+    return im
+
+
+def header(path: Path):
+    with _open(path) as im:
+        mode = im.mode
         width, height = im.size
     if mode not in _PNG_MODES:  # a rare mode: let the full read say what it is
         raw = read(path)
@@ -44,18 +69,8 @@ def header(path: Path):
 
 
 def read(path: Path) -> RawImage:
-    from PIL import Image as PILImage
-
-    with open(path, "rb") as f:
-        header = f.read(26)
-    if header[:8] == b"\x89PNG\r\n\x1a\n" and header[24] == 16 and header[25] in (2, 6):
-        raise PairlessError(f"{path}: 16-bit colour PNGs lose bits when read; convert it to TIFF")
-    with PILImage.open(path) as im:
-        if im.format != "PNG":
-            raise PairlessError(f"{path}: the file is {im.format}, not PNG; give it its proper suffix")
-        if im.mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        data = np.array(im)
+    with _open(path) as im:
+        data = np.array(im)  # a palette image gives its indices
         dpi = im.info.get("dpi")
     voxel = {}
     if dpi and all(d > 0 for d in dpi):

@@ -9,11 +9,13 @@ import numpy as np
 
 from pairless.errors import PairlessError
 from pairless.io.image import SPATIAL, UNIT_MM, Image, RawImage
+from pairless.io.limits import check_size
 
 NAME = "TIFF"
 
 
-# tifffile's letters that we share; its I, Q, etc. (generic frames) become our S.
+# tifffile's letters that we share; its I, Q, etc. (generic frames) become our S.  Two generic axes
+# become SS, which the reader refuses without --axes rather than guess which is which.
 _TIFF_AXES = {"X": "X", "Y": "Y", "Z": "Z", "T": "T", "C": "C"}
 
 
@@ -21,28 +23,32 @@ def header(path: Path):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise PairlessError(f"{path}: the TIFF holds no image; pass a TIFF with pixel data")
-        series = tif.series[0]
-        colour = {"S": "C"} if series.keyframe.samplesperpixel > 1 else {"S": "S"}
-        axes = "".join({**_TIFF_AXES, **colour}.get(a, "S") for a in series.axes)
-        return tuple(series.shape), series.dtype, axes, False
+        series = _series(tif, path)
+        return tuple(series.shape), series.dtype, _axes(series), False
 
 
 def read(path: Path) -> RawImage:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise PairlessError(f"{path}: the TIFF holds no image; pass a TIFF with pixel data")
-        series = tif.series[0]
+        series = _series(tif, path)
+        check_size(path, series.shape, series.dtype)  # before tifffile allocates and decompresses
         data = series.asarray()
-        page = series.keyframe
-        # tifffile's S is the colour-sample axis only when pages hold several samples.
-        colour = {"S": "C"} if page.samplesperpixel > 1 else {"S": "S"}
-        axes = "".join({**_TIFF_AXES, **colour}.get(a, "S") for a in series.axes)
-        voxel = _voxel_size(tif, page)
+        axes = _axes(series)
+        voxel = _voxel_size(tif, series.keyframe)
     return RawImage(data, axes, voxel, None, {"format": "tiff"}, path, False)
+
+
+def _series(tif, path: Path):
+    if not tif.series:
+        raise PairlessError(f"{path}: the TIFF holds no image; pass a TIFF with pixel data")
+    return tif.series[0]
+
+
+def _axes(series) -> str:
+    # tifffile's S is the colour-sample axis only when pages hold several samples.
+    colour = {"S": "C"} if series.keyframe.samplesperpixel > 1 else {"S": "S"}
+    return "".join({**_TIFF_AXES, **colour}.get(a, "S") for a in series.axes)
 
 
 def _voxel_size(tif, page) -> dict[str, float]:

@@ -16,12 +16,19 @@ Gaussian fit of :func:`pairless.noise.fit_poisson_gaussian` (local variances of 
 coefficients on smooth regions), which textured images bias less than the wavelet MAD of
 ``estimate_sigma`` (camera σ = 10/255: 10.15 vs 11.19, NL-means +0.5 dB); images too small or too
 textured for the fit fall back to ``estimate_sigma``.
+
+BM3D also takes spatially correlated noise by its power spectral density (``psd``, Mäkinen, Azzari & Foi
+2020; :mod:`pairless.noise_psd`): ``psd="auto"`` estimates it from the noisy images to denoise and, when
+given, an unpaired clean set of the same kind of images (their spectra differ by the noise's; the
+noise's mean is subtracted too), or else from the noisy images' flat background.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,10 +37,12 @@ from scipy import ndimage
 from pairless.denoiser import Denoiser
 from pairless.errors import PairlessError
 from pairless.noise import PoissonGaussian
+from pairless.noise_psd import NoisePSD
 
 METHODS = ("gaussian", "median", "nlm", "bm3d")
 _STRIDE = 4  # scikit-image's calibrate_denoiser default
 BM3D_MIN_SIDE = 16
+MAX_BLUR_PIXELS = 1e4  # a wider Gaussian averages any image to its mean; scipy's kernel length overflows
 VST_METHODS = ("nlm", "bm3d")
 
 
@@ -60,6 +69,7 @@ class ClassicalDenoiser(Denoiser):
 
     def forward(self, y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         images = y.detach().to("cpu", torch.float32).numpy()
+        _check_noise_sigma(self.params.get("noise_sigma"), images)
         out = np.empty_like(images)
         self.chosen, self.noise_models = [], []
         for i, image in enumerate(images[:, 0]):
@@ -108,6 +118,16 @@ class ClassicalDenoiser(Denoiser):
         return parameters[int(np.argmin(losses))]
 
 
+def _check_noise_sigma(sigma: float | None, image: np.ndarray) -> None:
+    """A noise σ beyond ten times the images' whole range is a mistake (a unit mix-up), not a noise level."""
+    spread = float(np.max(image)) - float(np.min(image))
+    if sigma is not None and sigma > 10 * max(spread, float(np.finfo(np.float32).tiny)):
+        raise PairlessError(
+            f"--sigma {sigma:g} is far beyond the image's values (range {spread:.4g}); give the noise σ in "
+            f"the image's units, or leave --sigma out to estimate it"
+        )
+
+
 def gaussian(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
     # scipy's kernel reaches 4σ; past a few image widths the reflected image only repeats, so a huge
     # σ stops there instead of allocating a kernel longer than memory
@@ -134,8 +154,12 @@ def nlm(image: np.ndarray, *, h: float | None = None, noise_sigma: float | None 
     return out.astype(np.float32).reshape(image.shape)  # scikit-image squeezes 1-pixel axes away
 
 
-def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
-    """BM3D (optional extra ``pairless[bm3d]``, non-commercial licence); 3D images slice by slice."""
+def bm3d(image: np.ndarray, *, noise_sigma: float | None = None, psd: NoisePSD | None = None) -> np.ndarray:
+    """BM3D (optional extra ``pairless[bm3d]``, non-commercial licence); 3D images slice by slice.
+
+    With ``psd`` the noise is coloured: the image minus the noise's mean is filtered with that PSD on the
+    image's own DFT grid, and BM3D's thresholds are matched to the PSD's shape (its ``profile="np"``).
+    """
     try:
         import bm3d as bm3d_lib
     except ImportError:
@@ -143,6 +167,8 @@ def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
             "BM3D needs the optional package 'bm3d'; install it with `pip install 'pairless[bm3d]'`"
         ) from None
     if image.ndim == 3:
+        if psd is not None:
+            return np.stack([bm3d(s, psd=psd) for s in image])
         noise_sigma = _noise_sigma(image) if noise_sigma is None else noise_sigma  # one σ for the volume
         return np.stack([bm3d(s, noise_sigma=noise_sigma) for s in image])
     if min(image.shape) < BM3D_MIN_SIDE:  # the bm3d package raises below its 8-pixel block and crashes at 8×8
@@ -150,8 +176,26 @@ def bm3d(image: np.ndarray, *, noise_sigma: float | None = None) -> np.ndarray:
             f"BM3D needs images of at least {BM3D_MIN_SIDE}×{BM3D_MIN_SIDE} pixels, but this one is "
             f"{'×'.join(map(str, image.shape))}; use gaussian, median or nlm for images this small"
         )
+    if psd is not None:
+        with _numpy_trapz():
+            out = bm3d_lib.bm3d(image - psd.offset, sigma_psd=psd.bm3d_psd(image.shape))
+        return np.asarray(out, dtype=np.float32)
     noise_sigma = _noise_sigma(image) if noise_sigma is None else noise_sigma
     return np.asarray(bm3d_lib.bm3d(image, sigma_psd=noise_sigma), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _numpy_trapz():
+    """bm4d 4.2.5 (the newest release) calls ``np.trapz``, which numpy 2 removed, when it matches BM3D's
+    thresholds to a PSD's shape; lend it ``np.trapezoid`` (the same function) for that call only."""
+    lent = not hasattr(np, "trapz")
+    if lent:
+        np.trapz = np.trapezoid
+    try:
+        yield
+    finally:
+        if lent:
+            del np.trapz
 
 
 def _noise_sigma(image: np.ndarray) -> float:
@@ -194,6 +238,7 @@ def make_classical(
     auto: bool = False,
     vst: bool = False,
     noise: PoissonGaussian | None = None,
+    psd: NoisePSD | None = None,
 ) -> ClassicalDenoiser:
     """Build a classical denoiser by name.
 
@@ -201,6 +246,7 @@ def make_classical(
     ``size`` is the median filter's width in pixels.  ``auto`` tunes them per image instead.
     ``vst`` (nlm, bm3d) filters after a generalized Anscombe transform with a Poisson–Gaussian model
     fitted per image, or the given ``noise`` model, and inverts it without bias.
+    ``psd`` (bm3d) is the correlated noise's model (:func:`noise_model`).
     """
     if name not in _FUNCTIONS:
         raise PairlessError(f"unknown method {name!r}; use one of {', '.join(METHODS)} or a model folder")
@@ -220,8 +266,16 @@ def make_classical(
         )
     if sigma is not None and not 0 < sigma < float("inf"):
         raise PairlessError(f"--sigma must be a positive finite number, got {sigma}")
+    if name == "gaussian" and sigma is not None and sigma > MAX_BLUR_PIXELS:
+        raise PairlessError(
+            f"--sigma {sigma:g} is the Gaussian's width in pixels, far beyond any image; give at most "
+            f"{MAX_BLUR_PIXELS:g} pixels"
+        )
     if size is not None and size < 1:
         raise PairlessError(f"--size must be a positive number of pixels, got {size}")
+    if psd is not None:
+        noise_model(name, psd, sigma=sigma, auto=auto, vst=vst)  # the same checks
+        return ClassicalDenoiser(bm3d, {"psd": psd}, _GRIDS[name], auto=False)
     params: dict = {}
     if name == "gaussian" and sigma is not None:
         params["sigma"] = sigma
@@ -230,3 +284,57 @@ def make_classical(
     if name == "median" and size is not None:
         params["size"] = size
     return ClassicalDenoiser(_FUNCTIONS[name], params, _GRIDS[name], auto=auto, vst=vst, noise=noise)
+
+
+def noise_model(
+    name: str,
+    psd: NoisePSD | str | None,
+    *,
+    noisy: Iterable | None = None,
+    clean=None,
+    sigma: float | None = None,
+    auto: bool = False,
+    vst: bool = False,
+) -> NoisePSD | None:
+    """The correlated-noise model of filter ``name``: ``psd`` as given, or ``"auto"``: estimated from
+    ``noisy`` (the images to denoise: arrays or files) and ``clean`` (an unpaired clean set: a folder,
+    files or arrays), or without ``clean`` from the noisy images' flat background; ``None`` without
+    ``psd``."""
+    from pairless import noise_psd
+
+    if psd is None:
+        if clean is not None:
+            raise PairlessError(
+                "--psd-clean is the clean set of --psd auto; add --psd auto (bm3d) or drop it"
+            )
+        return None
+    if name != "bm3d":
+        raise PairlessError(f"--psd is for bm3d (colour-noise BM3D), not {name}; drop --psd or use bm3d")
+    if sigma is not None or auto or vst:
+        raise PairlessError(
+            "--psd sets the noise (its whole spectrum): drop --sigma, --auto and --vst, which set it "
+            "otherwise"
+        )
+    if isinstance(psd, NoisePSD):
+        return psd
+    if psd != "auto":
+        raise PairlessError(f"--psd takes 'auto' (estimate the noise spectrum), not {psd!r}")
+    if noisy is None:
+        raise PairlessError(
+            "--psd auto estimates the noise from the images to denoise; pass them (psd_noisy=...)"
+        )
+    if clean is None:
+        return noise_psd.from_background(_arrays(noisy))
+    return noise_psd.from_sets(_arrays(noisy), _arrays(clean))
+
+
+def _arrays(source) -> Iterable[np.ndarray]:
+    """Images one at a time from a folder, image files or arrays (a single array is one image)."""
+    from pairless.io import read_image
+    from pairless.io.folders import read_slices
+
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        yield from read_slices(source, "psd-clean")
+        return
+    for item in [source] if isinstance(source, (np.ndarray, str, os.PathLike)) else source:
+        yield read_image(item).data if isinstance(item, (str, os.PathLike)) else np.asarray(item)

@@ -11,6 +11,10 @@ output, sub-sampled the same way (Eq. 6 of the paper):
 
 where ``f(y)`` is computed without gradient and ``γ`` ramps linearly from 0 to its final value over
 the run (the official code's ``Lambda = epoch / n_epoch * increase_ratio``).
+
+``init: prior`` (``--init prior``) fine-tunes the prior calibrated to the training images instead of
+training the U-Net from random weights (:mod:`pairless.methods.prior.finetune`); the loss is the same, the
+prior sees the half-size images with the σ map of their (unchanged) per-pixel noise.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import torch
 from pydantic import Field
 
 from pairless.errors import PairlessError
+from pairless.methods.prior import finetune
 from pairless.nets.unet import UNet
 from pairless.training import selfsup
 from pairless.training.selfsup import SelfSupervisedConfig
 
 
-class Ne2NeConfig(SelfSupervisedConfig):
+class Ne2NeConfig(SelfSupervisedConfig, finetune.PriorInit):
     """Neighbor2Neighbor (Huang et al. 2021): ``gamma`` is the regulariser's final weight, ramped up from 0.
 
-    Patches are sub-sampled to half their size for the loss, so they must be multiples of ``2**(depth+1)``.
+    Patches are sub-sampled to half their size for the loss, so they must be multiples of ``2**(depth+1)``
+    (16 with ``init: prior``, :class:`~pairless.methods.prior.finetune.PriorInit`).
     """
 
     PROFILES: ClassVar[dict[str, dict]] = {
@@ -47,6 +53,10 @@ class Ne2NeConfig(SelfSupervisedConfig):
     }
 
     gamma: float = Field(2.0, ge=0)
+
+    @classmethod
+    def profile_settings(cls, profile: str, overrides: dict) -> dict:
+        return finetune.profile_settings(super().profile_settings(profile, overrides), overrides)
 
 
 def neighbour_subsampler(
@@ -87,9 +97,25 @@ class Ne2Ne(selfsup.Objective):
     title = "Neighbor2Neighbor"
     config_class = Ne2NeConfig
 
-    def make_net(self) -> UNet:
+    def __init__(self, config: Ne2NeConfig, *, prior=None):
+        """``prior``: the ``pairless pretrain`` folder ``init: prior`` starts from (default: the shipped
+        one)."""
+        super().__init__(config)
+        self.prior, self.start = prior, None
+
+    def make_net(self):
         c = self.config
+        if c.init == "prior":
+            return finetune.make_prior_net(c, self.start)
         return UNet(ndim=c.ndim, depth=c.depth, filters=c.filters)
+
+    def prepare(self, stacks, *, mean, std):
+        if self.config.init != "prior":
+            return {}
+        self.start, learned = finetune.prepare_start(
+            self.config, stacks, mean=mean, std=std, source=self.prior
+        )
+        return learned
 
     def loss(self, net, batch, *, generator, progress):
         i1, i2 = neighbour_subsampler(tuple(batch.shape), generator=generator, device=batch.device)

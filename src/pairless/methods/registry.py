@@ -3,11 +3,10 @@ loader, the BMZ export's citations, the API and the experiments all read what th
 
 To add a method (one new file, one entry):
 1. write ``methods/<name>.py`` with its config class (a :class:`~pairless.config.Config` with ``PROFILES``)
-and
-   what makes it that method, the paper's equation in the docstring: a self-supervised method is an
+   and what makes it that method, the paper's equation in the docstring: a self-supervised method is an
    ``Objective`` (network + loss, :mod:`pairless.training.selfsup`); an unpaired or supervised one has
-   ``CONFIG``, ``train(noisy, clean, *, config, out, ...) -> (config, weights)`` and ``load(config,
-   weights)``;
+   ``CONFIG``, ``train(noisy, clean, *, config, out, ...) -> (config, weights)`` and
+   ``load(config, weights)``;
 2. add its :class:`MethodSpec` to :data:`SPECS` below (kind, title, where it lives, citations, own options).
 """
 
@@ -22,9 +21,12 @@ from typing import Any, Literal
 from pairless.config import Config
 from pairless.errors import PairlessError
 
-Kind = Literal["classical", "self-supervised", "paired-acquisitions", "unpaired", "supervised"]
-#: the kinds a model folder can hold; "paired-acquisitions" trains on two noisy images of one object
+Kind = Literal["classical", "self-supervised", "paired-acquisitions", "unpaired", "supervised", "pretrained"]
+#: the kinds `pairless fit` trains; "paired-acquisitions" trains on two noisy images of one object
 LEARNED: tuple[Kind, ...] = ("self-supervised", "paired-acquisitions", "unpaired", "supervised")
+#: the kinds a model folder can hold: a "pretrained" one comes from `pairless pretrain` (clean public images
+#: with synthetic noise) and is used as it is or as the start of a fine-tuning
+MODEL_KINDS: tuple[Kind, ...] = (*LEARNED, "pretrained")
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,8 @@ class Option:
 @dataclass(frozen=True)
 class MethodSpec:
     """What pairless knows of one method.  ``where`` is ``"module:Name"`` of its ``Objective``
-    (self-supervised and
-    paired-acquisition methods) or ``"module"`` with ``CONFIG``, ``train`` and ``load`` (unpaired,
-    supervised).
+    (self-supervised and paired-acquisition methods) or ``"module"`` with ``CONFIG``, ``train`` and ``load``
+    (unpaired, supervised).
     """
 
     name: str
@@ -79,7 +80,17 @@ class MethodSpec:
     def configure(self, profile: str = "quick", config: Config | dict | None = None, **settings) -> Config:
         """The method's config: ``config`` if it is one, else the profile's settings with ``config`` (a dict,
         e.g.
-        read from YAML) and ``settings`` on top."""
+        read from YAML) and ``settings`` on top.  ``init`` (start from the prior) is refused in one line by a
+        method that cannot take it."""
+        given = {**(config if isinstance(config, dict) else {}), **settings}
+        if "init" in given and not any(o.field == "init" for o in self.options):
+            if given["init"] not in (None, "none"):
+                raise PairlessError(
+                    f"{self.name} cannot start from the prior (--init {given['init']}); only"
+                    f" {', '.join(names_with_option('init'))} take --init prior"
+                )
+            settings.pop("init", None)
+            config = {k: v for k, v in config.items() if k != "init"} if isinstance(config, dict) else config
         if isinstance(config, Config):
             # validated like the config's own fields (model_copy would take norm="batchnorm" as it is)
             return config.from_dict({**config.model_dump(), **settings}) if settings else config
@@ -96,15 +107,15 @@ class MethodSpec:
         seed: int = 0,
         progress: bool = True,
         resume: bool | None = None,
+        overwrite: bool = False,
         devices: int = 1,
         callbacks: Sequence = (),
         **options,
     ):
         """Train into the model folder ``out`` and return the trained denoiser (``None`` on a data-parallel
-        run's
-        other processes).  ``data`` are the noisy images (pairs of them for paired acquisitions); ``clean``
-        the
-        clean set of an unpaired or supervised method."""
+        run's other processes).  ``data`` are the noisy images (pairs of them for paired acquisitions);
+        ``clean`` the clean set of an unpaired or supervised method; ``overwrite`` lets the run replace a
+        model already in ``out`` (:func:`pairless.training.modelio.claim_model_folder`)."""
         from pairless.training import selfsup
 
         if self.kind in ("self-supervised", "paired-acquisitions"):
@@ -116,6 +127,7 @@ class MethodSpec:
                 seed=seed,
                 progress=progress,
                 resume=resume,
+                overwrite=overwrite,
                 devices=devices,
                 callbacks=callbacks,
             )
@@ -128,6 +140,7 @@ class MethodSpec:
                 seed=seed,
                 progress=progress,
                 resume=resume,
+                overwrite=overwrite,
                 **options,
             )
         else:
@@ -158,6 +171,20 @@ class MethodSpec:
 
 def _cite(text: str, doi: str) -> tuple[Citation, ...]:
     return (Citation(text, doi),)
+
+
+_PRIOR_CITATION = _cite(
+    "Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration With Deep Denoiser "
+    "Prior. IEEE TPAMI 2022.",
+    "10.1109/TPAMI.2021.3088914",
+)
+#: `pairless fit ne2ne|r2r --init prior`: the shipped prior, calibrated to the training images, is the start
+_INIT = Option(
+    "--init",
+    "init",
+    "none | prior: start from the shipped prior (a noise-aware denoiser) calibrated to the training images"
+    " instead of random weights; 2D only.",
+)
 
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -206,6 +233,40 @@ SPECS: tuple[MethodSpec, ...] = (
             "Huang, Li, Jia, Lu, Liu. Neighbor2Neighbor: Self-Supervised Denoising from Single Noisy Images. "
             "CVPR 2021.",
             "10.1109/CVPR46437.2021.01454",
+        ),
+        variant_citations={"init": _PRIOR_CITATION},
+        options=(_INIT,),
+        three_d=True,
+        processes=True,
+    ),
+    MethodSpec(
+        "r2r",
+        "self-supervised",
+        "Recorrupted-to-Recorrupted",
+        "Train Recorrupted-to-Recorrupted (R2R; GR2R for Poisson-Gaussian noise): every pixel a target.\n\n"
+        "Two copies of each noisy patch, y + α·s·z and y − s·z/α, with s² = a·y + b the noise model fitted"
+        " on the\nimages (or --sigma), train one from the other: an unbiased estimate of the supervised"
+        " loss.\n"
+        "Example: pairless fit r2r noisy/*.tif --axes SYX --out r2r_model/",
+        "pairless.methods.r2r:R2R",
+        (
+            *_cite(
+                "Pang, Zheng, Quan, Ji. Recorrupted-to-Recorrupted: Unsupervised Deep Learning for Image "
+                "Denoising. CVPR 2021.",
+                "10.1109/CVPR46437.2021.00208",
+            ),
+            *_cite(
+                "Monroy, Bacca, Tachella. Generalized Recorrupted-to-Recorrupted: Self-Supervised Learning "
+                "Beyond Gaussian Noise. CVPR 2025.",
+                "10.48550/arXiv.2412.04648",
+            ),
+        ),
+        variant_citations={"init": _PRIOR_CITATION},
+        options=(
+            Option("--noise", "noise", "Noise model: poisson-gaussian (a·x + b fitted) | gaussian."),
+            Option("--sigma", "sigma", "Gaussian noise σ in image units (default: fitted).", float),
+            Option("--alpha", "alpha", "R2R's α, the scale of the recorruption (default 0.5).", float),
+            _INIT,
         ),
         three_d=True,
         processes=True,
@@ -292,6 +353,70 @@ SPECS: tuple[MethodSpec, ...] = (
         paper_profile="8k iterations, GPU",
     ),
     MethodSpec(
+        "adn",
+        "unpaired",
+        "ADN",
+        "Train ADN (artifact disentanglement network) on unpaired noisy and clean images.\n\n"
+        "A baseline of seed 002's Table 2.\n"
+        "Example: pairless fit adn --noisy noisy/ --clean clean/ --out adn_model/",
+        "pairless.methods.adn",
+        _cite(
+            "Liao, Lin, Zhou, Luo. ADN: Artifact Disentanglement Network for Unsupervised Metal Artifact "
+            "Reduction. IEEE TMI 2020.",
+            "10.1109/TMI.2019.2933425",
+        ),
+        paper_profile="official networks, ISCL's 8k iterations of batch 64, GPU",
+    ),
+    MethodSpec(
+        "uidnet",
+        "unpaired",
+        "UIDNet",
+        "Train UIDNet (a conditional noise GAN + a DnCNN on its pseudo pairs) on unpaired noisy and clean"
+        " images.\n\nA baseline of seed 002's Table 2.\n"
+        "Example: pairless fit uidnet --noisy noisy/ --clean clean/ --out uidnet_model/",
+        "pairless.methods.uidnet",
+        _cite(
+            "Hong, Fan, Jiang, Feng. End-to-End Unpaired Image Denoising with Conditional Adversarial "
+            "Networks. AAAI 2020.",
+            "10.1609/aaai.v34i04.5834",
+        ),
+        paper_profile="official networks, ISCL's 8k iterations of batch 64, GPU",
+    ),
+    MethodSpec(
+        "cagan",
+        "supervised",
+        "CaGAN",
+        "Train CaGAN (cycle GAN with criss-cross and channel attention) on clean/noisy pairs (matched by"
+        " file name).\n\nA paired baseline of seed 002's Table 2.\n"
+        "Example: pairless fit cagan --noisy noisy/ --clean clean/ --out cagan_model/",
+        "pairless.methods.cagan",
+        _cite(
+            "Huang et al. CaGAN: A Cycle-Consistent Generative Adversarial Network With Attention for "
+            "Low-Dose CT Imaging. IEEE TCI 2020.",
+            "10.1109/TCI.2020.3012928",
+        ),
+        paper_profile="the port's networks, ISCL's 8k iterations of batch 64, GPU",
+    ),
+    MethodSpec(
+        "prior",
+        "pretrained",
+        "prior (zero-shot)",
+        "Denoise with the prior that ships with pairless, calibrated to each image's noise.\n\n"
+        "Trained once on clean public images (natural, fluorescence, EM) with synthetic Gaussian and\n"
+        "Poisson-Gaussian noise; `pairless pretrain` trains another.\n"
+        "Example: pairless denoise prior image.tif --out denoised/",
+        "pairless.methods.prior",
+        _PRIOR_CITATION,
+        variant_citations={
+            "vst": _cite(
+                "Herbreteau, Unser. Self-Calibrated Variance-Stabilizing Transformations for Real-World Image"
+                " Denoising. ICCV 2025.",
+                "10.48550/arXiv.2407.17399",
+            ),
+        },
+        paper_profile="the recipe's release training (hours on a CPU; resumable)",
+    ),
+    MethodSpec(
         "gaussian",
         "classical",
         "Gaussian filter",
@@ -366,6 +491,11 @@ def get(name: str, *, kinds: Sequence[Kind] = ()) -> MethodSpec:
     return spec
 
 
+def names_with_option(field: str) -> list[str]:
+    """The methods that offer the setting ``field`` as a ``pairless fit`` option (e.g. ``init``)."""
+    return [s.name for s in SPECS if any(o.field == field for o in s.options)]
+
+
 def is_method(name: str, *kinds: Kind) -> bool:
     spec = _BY_NAME.get(name)
     return spec is not None and (not kinds or spec.kind in kinds)
@@ -375,5 +505,5 @@ def load_model(folder: str | Path, **prediction_options):
     """The denoiser in a model folder, by the method its ``config.yaml`` names (nothing is unpickled)."""
     from pairless.training.modelio import read_model_folder
 
-    config, weights = read_model_folder(folder, methods=names(*LEARNED))
+    config, weights = read_model_folder(folder, methods=names(*MODEL_KINDS))
     return get(config["method"]).load(config, weights, **prediction_options)

@@ -1,20 +1,17 @@
 """Supervised reference denoisers: DnCNN, RED-CNN and a U-Net trained on clean/noisy *pairs*.
 
-DnCNN and RED-CNN are the upper reference rows of seed 002's Table 2: what a network of that size
-reaches when the clean image of every noisy training image is known; the U-Net is the option that
-sees far enough (a 107-px window at depth 3) for noise correlated over tens of pixels (EM scan streaks).
-Training
-minimises the mean squared error between the network's output on a noisy patch and the aligned
-clean patch,
+DnCNN and RED-CNN are the upper reference rows of seed 002's Table 2: what a network of that size reaches when
+the clean image of every noisy training image is known; the U-Net is the option that sees far enough (a 107-px
+window at depth 3) for noise correlated over tens of pixels (EM scan streaks). Training minimises the mean
+squared error between the network's output on a noisy patch and the aligned clean patch,
 
     L(θ) = mean ‖f_θ(x) - y‖²,
 
-with Adam and a cosine learning-rate decay, on random aligned patches (with the same random
-transform applied to both; ``augment`` restricts it to flips when the noise has a direction, since
-a 90° turn makes vertical streaks that never occur at test time).  Intensities are mapped linearly by the
-clean training set's
-[min, max] to [0, 1] (RED-CNN's final ReLU needs the clean floor at 0) and mapped back afterwards.
-The weights kept are those of the best validation loss.
+with Adam and a cosine learning-rate decay, on random aligned patches (with the same random transform applied
+to both; ``augment`` restricts it to flips when the noise has a direction, since a 90° turn makes vertical
+streaks that never occur at test time).  Intensities are mapped linearly by the clean training set's [min,
+max] to [0, 1] (RED-CNN's final ReLU needs the clean floor at 0) and mapped back afterwards. The weights kept
+are those of the best validation loss.
 """
 
 from __future__ import annotations
@@ -34,7 +31,8 @@ from pairless.config import Config
 from pairless.denoiser import Denoiser
 from pairless.errors import PairlessError
 from pairless.inference.tiling import DEFAULT_TILE
-from pairless.training.engine import train_model_folder
+from pairless.training.engine import check_step_memory, train_on_patches
+from pairless.training.modelio import run_record
 from pairless.training.patches import PairedPatches, value_range
 
 
@@ -200,6 +198,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     resume: bool | None = None,
+    overwrite: bool = False,
 ) -> tuple[dict, dict[str, Tensor]]:
     """Train DnCNN, RED-CNN or a U-Net on aligned pairs; write the model folder ``out``; return its contents.
 
@@ -215,6 +214,8 @@ def train(
         Seeds initialisation and patch sampling.
     """
     cfg = config
+    width = cfg.channels or {"dncnn": 64, "redcnn": 96, "unet": 32}[cfg.arch]
+    check_step_memory(batch=cfg.batch_size, pixels=cfg.patch_size**2, width=width)
     noisy, clean = _check_pairs(noisy, clean, cfg.patch_size)
     multiple = build_net(cfg).multiple
     if cfg.patch_size % multiple:
@@ -245,18 +246,17 @@ def train(
             "seed": seed,
         }, module.net.state_dict()
 
-    return train_model_folder(
+    return train_on_patches(
         module,
-        torch.utils.data.DataLoader(train, batch_size=b, drop_last=True),
-        torch.utils.data.DataLoader(val, batch_size=b),
+        train,
+        val,
+        config=cfg,
         folder=out,
-        logs="training",
         export=export,
-        max_steps=cfg.steps,
-        val_every_n_steps=min(cfg.val_every, cfg.steps),
+        record=run_record("supervised", cfg.model_dump(mode="json"), seed=seed, data=[*noisy, *clean]),
         seed=seed,
         resume=resume,
-        precision=cfg.precision,
+        overwrite=overwrite,
         progress=progress,
     )
 

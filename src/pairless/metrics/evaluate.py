@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pairless.errors import PairlessError
 from pairless.io.files import write_bytes
+from pairless.metrics.image import METRICS
 
 PHANTOMS = ("nema",)
 
@@ -23,16 +25,21 @@ def evaluate_images(
     mask: Path | None = None,
     normalization: str = "euclidean",
     gaussian_ssim: bool = False,
+    metrics: Sequence[str] = METRICS,
     phantom: str | None = None,
     sphere_activity: float | None = None,
     background_activity: float | None = None,
+    units: str | None = None,
+    activity_units: str = "kBq/mL",
     progress: bool | None = None,
 ) -> list[dict]:
     """Return one JSON-ready dict per image with its metrics and the conventions they used.
 
     With a ``reference``: ``psnr``, ``nrmse``, ``ssim``, ``si_psnr``; the data range defaults to the
     reference's max − min (stated in the result).  With ``phantom="nema"``: ``spheres``, the
-    recovery coefficients of the six spheres and their EARL verdicts.
+    recovery coefficients of the six spheres and their EARL verdicts; the activities are in
+    ``activity_units`` and converted to each image's units (from the file, or ``units``), both stated
+    in the result's ``units`` (see :mod:`pairless.metrics.units`).
 
     Every image is checked from its header first (format, shape against the reference's, axes), so
     a bad one among many is refused before any is scored; then they are read and scored one at a
@@ -51,8 +58,14 @@ def evaluate_images(
         )
     if phantom is not None and sphere_activity is None:
         raise PairlessError(
-            "--phantom nema needs the true sphere activity; pass --sphere-activity A (image units)"
+            "--phantom nema needs the true sphere activity; pass --sphere-activity A (in --activity-units)"
         )
+    if phantom is not None:  # a misspelt unit is refused before any image is read
+        from pairless.metrics.units import activity_units_name, unit_name
+
+        activity_units_name(activity_units)
+        if units is not None:
+            unit_name(units)
     if mask is not None and reference is None:
         raise PairlessError("--mask applies to the reference metrics; pass --reference REF as well")
 
@@ -98,8 +111,20 @@ def evaluate_images(
             mask=mask_array,
             normalization=normalization,
             gaussian_ssim=gaussian_ssim,
+            metrics=metrics,
             reference_name=None if ref is None else str(reference),
-            nema=None if phantom is None else _nema_settings(image, sphere_activity, background_activity),
+            nema=(
+                None
+                if phantom is None
+                else _nema_settings(
+                    image,
+                    sphere_activity,
+                    background_activity,
+                    name=str(path),
+                    units=units,
+                    activity_units=activity_units,
+                )
+            ),
         )
         results.append(entry)
         del image
@@ -137,6 +162,7 @@ def score_image(
     mask: np.ndarray | None = None,
     normalization: str = "euclidean",
     gaussian_ssim: bool = False,
+    metrics: Sequence[str] = METRICS,
     reference_name: str | None = None,
     nema: dict | None = None,
 ) -> dict:
@@ -160,6 +186,7 @@ def score_image(
                 mask=mask,
                 normalization=normalization,
                 gaussian=gaussian_ssim,
+                metrics=metrics,
             )
         )
         if reference_name is not None:
@@ -180,10 +207,22 @@ def score_image(
                 background_activity=nema.get("background_activity"),
             )
         )
+        if "units" in nema:
+            entry["units"] = nema["units"]
     return entry
 
 
-def _nema_settings(image, sphere_activity: float, background_activity: float | None) -> dict:
+def _nema_settings(
+    image,
+    sphere_activity: float,
+    background_activity: float | None,
+    *,
+    name: str,
+    units: str | None,
+    activity_units: str,
+) -> dict:
+    from pairless.metrics.units import nema_activities
+
     spatial = image.spatial_axes
     if spatial != "ZYX" or image.data.ndim != 3:
         raise PairlessError(
@@ -195,11 +234,15 @@ def _nema_settings(image, sphere_activity: float, background_activity: float | N
             "NEMA evaluation needs the voxel size in mm, which this file does not hold; save the volume as "
             "NIfTI or DICOM (they carry it)"
         )
-    return {
-        "voxel_size": tuple(image.voxel_size),
-        "sphere_activity": sphere_activity,
-        "background_activity": background_activity,
-    }
+    activities = nema_activities(
+        image,
+        name=name,
+        sphere_activity=sphere_activity,
+        background_activity=background_activity,
+        units=units,
+        activity_units=activity_units,
+    )
+    return {"voxel_size": tuple(image.voxel_size), **activities}
 
 
 def write_json(path: str | os.PathLike, results: list[dict]) -> Path:

@@ -9,10 +9,13 @@ each agrees with scikit-image's function of the same setting; the mask restricts
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pairless.errors import PairlessError
 
+METRICS = ("psnr", "nrmse", "ssim", "si_psnr")
 NORMALIZATIONS = ("euclidean", "min-max", "mean")
 SSIM_WINDOWS = {
     False: "7x7 uniform window, sample covariance (scikit-image default)",
@@ -115,7 +118,7 @@ def ssim(image, reference, *, data_range: float, gaussian: bool = False, mask=No
     if min(image.shape) < win:
         raise PairlessError(
             f"SSIM needs every image side to be at least {win} pixels (shape is {image.shape}); "
-            "measure a larger region or use PSNR/NRMSE only"
+            "measure a larger region, or leave SSIM out (--metrics psnr,nrmse,si_psnr)"
         )
     peak = max(np.max(np.abs(image)), np.max(np.abs(reference)))
     if peak > SSIM_VALUE_LIMIT * data_range:
@@ -158,7 +161,7 @@ def si_psnr(image, reference, *, data_range: float, mask=None) -> float:
     if r.min() == r.max():
         raise PairlessError(
             "SI-PSNR is undefined for a constant reference (the affine fit matches any image to it exactly); "
-            "use PSNR, or measure a region where the reference varies"
+            "leave it out (--metrics psnr,nrmse,ssim), or measure a region where the reference varies"
         )
     design = np.stack([x, np.ones_like(x)], axis=1)
     (a, b), *_ = np.linalg.lstsq(design, r, rcond=None)
@@ -173,13 +176,22 @@ def image_metrics(
     mask=None,
     normalization: str = "euclidean",
     gaussian: bool = False,
+    metrics: Sequence[str] = METRICS,
 ) -> dict:
-    """All image metrics with the conventions used, as one JSON-ready dict."""
+    """The ``metrics`` (by default all of :data:`METRICS`) and the conventions used, as one JSON dict."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise PairlessError(
+            f"unknown metrics {', '.join(unknown) or '(none given)'}; choose among {', '.join(METRICS)}"
+        )
+    compute = {
+        "psnr": lambda: psnr(image, reference, data_range=data_range, mask=mask),
+        "nrmse": lambda: nrmse(image, reference, normalization=normalization, mask=mask),
+        "ssim": lambda: ssim(image, reference, data_range=data_range, gaussian=gaussian, mask=mask),
+        "si_psnr": lambda: si_psnr(image, reference, data_range=data_range, mask=mask),
+    }
     return {
-        "psnr": psnr(image, reference, data_range=data_range, mask=mask),
-        "nrmse": nrmse(image, reference, normalization=normalization, mask=mask),
-        "ssim": ssim(image, reference, data_range=data_range, gaussian=gaussian, mask=mask),
-        "si_psnr": si_psnr(image, reference, data_range=data_range, mask=mask),
+        **{name: compute[name]() for name in METRICS if name in metrics},
         "conventions": {
             "data_range": float(data_range),
             "nrmse_normalization": normalization,

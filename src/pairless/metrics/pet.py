@@ -41,9 +41,8 @@ from pairless.sim.nema import (
     sphere_fraction,
 )
 
-# EARL recovery-coefficient bands, per sphere diameter (mm): (low, high).  EARL1: earl.eanm.org
-# accreditation specifications (Boellaard, 2017).  EARL2: Kaalep et al. 2018 as coded in pynemaiqpet;
-# the EARL2 RCpeak band could not be checked against an EARL document.
+# EARL recovery-coefficient bands, per sphere diameter (mm): (low, high), inclusive.  Only bands whose numbers
+# were read in a source (EARL_SOURCES) are here; a metric without one gives "no band", never a verdict.
 EARL: dict[str, dict[str, dict[float, tuple[float, float]]]] = {
     "earl1": {
         "rc_mean": {
@@ -80,16 +79,34 @@ EARL: dict[str, dict[str, dict[float, tuple[float, float]]]] = {
             13.0: (0.85, 1.22),
             10.0: (0.52, 0.88),
         },
-        "rc_peak": {
-            37.0: (0.99, 1.07),
-            28.0: (0.95, 1.07),
-            22.0: (0.90, 1.09),
-            17.0: (0.75, 0.99),
-            13.0: (0.45, 0.65),
-            10.0: (0.27, 0.41),
-        },
     },
 }
+_EARL1 = (
+    "EARL1: EANM Research Ltd (EARL), FDG-PET/CT accreditation specifications (R. Boellaard, January 2017, "
+    "earl.eanm.org)"
+)
+_EARL2 = (
+    "EARL2 (EARL 18F standards 2; Kaalep et al., Eur J Nucl Med Mol Imaging 2018;45:1344-1361): the EARL "
+    "document was not available to check; the numbers are those of pynemaiqpet 0.5.4 "
+    "(nema_wb.show_WB_NEMA_recoveries, earlversion=2), which cites the EARL accreditation specifications"
+)
+#: where each band comes from (document, version, table), and why a metric has none
+EARL_SOURCES: dict[str, dict[str, str]] = {
+    "earl1": {
+        "rc_mean": f"{_EARL1}, Table 1 (RC specifications for VOI-A50)",
+        "rc_max": f"{_EARL1}, Table 2 (RC specifications for MAX)",
+        "rc_peak": "no band: EARL1 specifies no RCpeak",
+    },
+    "earl2": {
+        "rc_mean": f"{_EARL2} (VOI-A50)",
+        "rc_max": f"{_EARL2} (MAX)",
+        "rc_peak": (
+            "no band: the EARL2 RCpeak limits could not be read in an EARL document or checked against "
+            "another source, so they give no verdict"
+        ),
+    },
+}
+NO_BAND = "no band"
 PEAK_RADIUS_MM = (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0) * 10.0  # a 1 mL ball: 6.20 mm
 BACKGROUND_ROI_MM = 37.0
 BACKGROUND_SLICES_MM = (0.0, -10.0, 10.0, -20.0, 20.0)
@@ -99,29 +116,27 @@ EDGE_CLEARANCE_MM = 15.0
 def earl_band(spec: str, metric: str, diameter_mm: float) -> tuple[float, float] | None:
     """The EARL ``spec`` ("earl1" / "earl2") band of ``metric`` ("rc_max", "rc_mean", "rc_peak") for a sphere.
 
-    Returns ``None`` where the specification defines no band (EARL1 has no RCpeak).
+    Returns ``None`` where there is no band to judge by (``EARL_SOURCES`` says why).
     """
     if spec not in EARL:
         raise PairlessError(f"unknown EARL specification {spec!r}; use one of {', '.join(EARL)}")
-    bands = EARL[spec].get(metric)
-    if bands is None:
-        return None
-    if float(diameter_mm) not in bands:
+    if float(diameter_mm) not in SPHERE_DIAMETERS_MM:
         raise PairlessError(f"no NEMA sphere of {diameter_mm} mm; the spheres are {SPHERE_DIAMETERS_MM} mm")
-    return bands[float(diameter_mm)]
+    bands = EARL[spec].get(metric)
+    return None if bands is None else bands[float(diameter_mm)]
 
 
-def earl_verdict(value: float, spec: str, metric: str, diameter_mm: float) -> str | None:
-    """``"pass"`` when ``value`` lies in the band (inclusive), ``"fail"`` otherwise, ``None`` if no band."""
+def earl_verdict(value: float, spec: str, metric: str, diameter_mm: float) -> str:
+    """``"pass"`` inside the band (inclusive), ``"fail"`` outside it, ``"no band"`` where there is none."""
     band = earl_band(spec, metric, diameter_mm)
     if band is None:
-        return None
+        return NO_BAND
     return "pass" if band[0] <= value <= band[1] else "fail"
 
 
 @dataclass(frozen=True)
 class NemaFit:
-    """Where the phantom is: world mm (voxel index × voxel size), the ring pose and each sphere's centre."""
+    """Where the phantom is: index mm (voxel index × voxel size), the ring pose and each sphere's centre."""
 
     lung_center_mm: tuple[float, float, float]
     rotation_deg: float
@@ -199,13 +214,12 @@ def evaluate_nema(
             "rc_max": rc_max,
             "rc_mean": rc_mean,
             "rc_peak": rc_peak,
-            "earl1": {
-                m: earl_verdict(v, "earl1", m, diameter)
-                for m, v in (("rc_max", rc_max), ("rc_mean", rc_mean))
-            },
-            "earl2": {
-                m: earl_verdict(v, "earl2", m, diameter)
-                for m, v in (("rc_max", rc_max), ("rc_mean", rc_mean), ("rc_peak", rc_peak))
+            **{
+                spec: {
+                    m: earl_verdict(v, spec, m, diameter)
+                    for m, v in (("rc_max", rc_max), ("rc_mean", rc_mean), ("rc_peak", rc_peak))
+                }
+                for spec in EARL
             },
             "contrast_pct": (
                 float((c_hot / bg.mean() - 1) / (ratio - 1) * 100) if ratio != 1 else float("nan")
@@ -219,7 +233,12 @@ def evaluate_nema(
     if spheres[-1]["rc_mean"] < 1.5 * measured_bg / sphere_activity:
         raise PairlessError(
             "no hot spheres found: the 37 mm sphere is not clearly hotter than the background; check that the"
-            " image is a NEMA IQ phantom with hot spheres and that --sphere-activity is in the image's units"
+            " image is a NEMA IQ phantom with hot spheres and that --sphere-activity and its units are right"
+        )
+    if spheres[-1]["rc_mean"] > 3.0:  # partial volume only lowers it: the activity is in another unit
+        raise PairlessError(
+            f"the 37 mm sphere reads {spheres[-1]['rc_mean']:.3g} times the sphere activity; the activity is "
+            "not in the image's units: pass --activity-units (and --units if the file does not state them)"
         )
     return {
         "spheres": spheres,
@@ -233,7 +252,8 @@ def evaluate_nema(
         },
         "conventions": {
             "coordinates": (
-                "world mm = voxel index x voxel size (Z, Y, X); voxel (0,0,0) centre at the origin"
+                "index mm = voxel index x voxel size (Z, Y, X); voxel (0,0,0) centre at the origin; not the "
+                "patient frame of the file (its affine / DICOM positions)"
             ),
             "rc": "measured / sphere_activity",
             "rc_max": "hottest voxel within the sphere radius + one voxel of the fitted centre",
@@ -257,8 +277,7 @@ def evaluate_nema(
             "background_variability_pct": (
                 "SD/mean x 100 over the K background ROIs of the sphere's diameter (ddof=1)"
             ),
-            "earl1": "EARL1 (earl.eanm.org, 2017): RCmax and RCmean bands; no RCpeak band",
-            "earl2": "EARL2 (Kaalep 2018): RCmax, RCmean bands; RCpeak band unverified",
+            **{spec: dict(EARL_SOURCES[spec]) for spec in EARL},
         },
     }
 

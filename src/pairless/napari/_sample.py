@@ -33,6 +33,7 @@ def pet_phantom(*, slices: int = PET_SLICES, seed: int = 0) -> list[tuple]:
                         "pairless": {
                             "kind": "pet",
                             "minutes": minutes,
+                            "units": "kBq/mL",
                             "sphere_activity": _sphere_activity(study),
                             "background_activity": _background_activity(study),
                         }

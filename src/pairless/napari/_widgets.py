@@ -42,6 +42,7 @@ from pairless.napari._training import TrainingControl, default_axes, train_on_im
 
 MODEL = "model folder or BMZ package"
 CLASSICAL = tuple(registry.names("classical"))
+PRIOR = "prior"  # the prior that ships with pairless: the first choice, no model to pick
 
 
 def _image_layers(viewer) -> list:
@@ -215,8 +216,15 @@ class TrainWidget(QWidget):
     # ---- running
 
     def default_folder(self, layer_name: str, method: str) -> Path:
+        """``~/pairless-models/<layer>-<method>``, numbered (``-2``, ``-3``) past the folders already there: a
+        model trained before is never replaced by default."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layer_name) or "image"
-        return Path(os.path.expanduser("~")) / "pairless-models" / f"{safe}-{method}"
+        base = Path(os.path.expanduser("~")) / "pairless-models" / f"{safe}-{method}"
+        folder, n = base, 1
+        while folder.exists():
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+        return folder
 
     def start(self) -> None:
         from napari.qt.threading import create_worker
@@ -323,9 +331,12 @@ def make_denoiser(
     vst: bool = False,
     engine: str = "torch",
 ):
-    """A classical filter by name, or the model in a folder or BMZ package (read, never run)."""
+    """The shipped prior (``sigma``: its noise σ, else measured per image), a classical filter by name, or the
+    model in a folder or BMZ package (read, never run)."""
     from pairless import api
 
+    if source == PRIOR:
+        return api.load(PRIOR, sigma=sigma, tile=tile, overlap=overlap, tta=tta, engine=engine)
     if source in CLASSICAL:
         return api.load(source, sigma=sigma, size=size, auto=auto, vst=vst)
     target = Path(os.path.expanduser(path.strip())) if path.strip() else None
@@ -343,7 +354,8 @@ def denoise_layer_data(data: np.ndarray, *, axes: str, **options) -> np.ndarray:
 
 
 class DenoiseWidget(QWidget):
-    """Denoise an image layer with a trained model (folder or BMZ package) or a classical filter; tiled."""
+    """Denoise an image layer with the shipped prior, a trained model (folder or BMZ package) or a classical
+    filter; tiled."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -352,7 +364,7 @@ class DenoiseWidget(QWidget):
         self.result_layer = None
         self.layer_box = _LayerCombo(napari_viewer)
         self.source_box = QComboBox()
-        self.source_box.addItems([MODEL, *CLASSICAL])
+        self.source_box.addItems([PRIOR, MODEL, *CLASSICAL])
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("model folder or .zip")
         folder_button, zip_button = QPushButton("Folder…"), QPushButton(".zip…")
@@ -388,7 +400,7 @@ class DenoiseWidget(QWidget):
         form.addRow("image", self.layer_box)
         form.addRow("denoiser", self.source_box)
         form.addRow("model", path_row)
-        form.addRow("σ (filters)", self.sigma_box)
+        form.addRow("noise σ (prior, nlm, bm3d; Gaussian σ in pixels)", self.sigma_box)
         form.addRow("median size", self.size_box)
         form.addRow("", self.auto_box)
         form.addRow("tile", self.tile_box)
@@ -443,7 +455,7 @@ class DenoiseWidget(QWidget):
         options = self.options()
         label = (
             options["source"]
-            if options["source"] in CLASSICAL
+            if options["source"] in (PRIOR, *CLASSICAL)
             else Path(options["path"].strip()).stem or "model"
         )
         axes = self.axes_edit.text().strip().upper() or default_axes(np.ndim(layer.data))
@@ -498,6 +510,8 @@ def score_layers(
         voxel_size=nema.get("voxel_size"),
         sphere_activity=nema.get("sphere_activity"),
         background_activity=nema.get("background_activity"),
+        units=nema.get("units"),
+        activity_units=nema.get("activity_units", "kBq/mL"),
     )
 
 
@@ -529,6 +543,10 @@ class EvaluateWidget(QWidget):
         self.background_box.setRange(0, 1e9)
         self.background_box.setDecimals(3)
         self.background_box.setSpecialValueText("measured")
+        self.activity_units_box = QComboBox()
+        self.activity_units_box.addItems(["kBq/mL", "Bq/mL", "MBq/mL", "g/mL", "image"])
+        self.units_box = QComboBox()  # the layer's own units, when its metadata states them
+        self.units_box.addItems(["from the layer", "kBq/mL", "Bq/mL", "MBq/mL", "g/mL"])
         self.run_button = QPushButton("Evaluate")
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -543,6 +561,8 @@ class EvaluateWidget(QWidget):
         form.addRow("", self.nema_box)
         form.addRow("sphere activity", self.sphere_box)
         form.addRow("background", self.background_box)
+        form.addRow("activity units", self.activity_units_box)
+        form.addRow("image units", self.units_box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)
@@ -586,13 +606,19 @@ class EvaluateWidget(QWidget):
         nema = None
         if self.nema_box.isChecked():
             if not self.sphere_box.value():
-                self._fail("NEMA recovery needs the true sphere activity (in the image's units)")
+                self._fail("NEMA recovery needs the true sphere activity (in the activity units)")
                 return
             first = next(iter(layers.values()))
             nema = {
                 "voxel_size": tuple(float(s) for s in first.scale[-3:]),
                 "sphere_activity": self.sphere_box.value(),
                 "background_activity": self.background_box.value() or None,
+                "activity_units": self.activity_units_box.currentText(),
+                "units": (
+                    (first.metadata or {}).get("pairless", {}).get("units")
+                    if self.units_box.currentIndex() == 0
+                    else self.units_box.currentText()
+                ),
             }
         self.worker = create_worker(
             score_layers,

@@ -7,8 +7,9 @@ inner Ø 10/13/17/22/28/37 in one transverse plane, on a ring of R 57.2 around t
 60° apart (17 and 37 on the horizontal axis), 70 mm from the lid.  Phantom coordinates have y up;
 in the image the rounded side is at the top (rows grow downwards), as PET viewers show it.
 
-World coordinates throughout pairless's PET code: millimetres of the voxel index times the voxel
-size, ``(z, y, x) = (k·dz, j·dy, i·dx)``, so voxel (0, 0, 0)'s centre is the origin.
+Coordinates throughout pairless's PET analysis are index millimetres: the voxel index times the voxel
+size, ``(z, y, x) = (k·dz, j·dy, i·dx)``, so voxel (0, 0, 0)'s centre is the origin.  Where a volume lies
+in the patient (the files' affine and DICOM positions) is :func:`pairless.sim.pet.patient_geometry`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class NemaPhantom:
     activity: np.ndarray
     mu: np.ndarray
     voxel_size: tuple[float, float, float]
-    lung_center_mm: tuple[float, float, float]  # lung axis in the sphere plane, world (z, y, x)
+    lung_center_mm: tuple[float, float, float]  # lung axis in the sphere plane, index mm (z, y, x)
     sphere_centers_mm: dict[float, tuple[float, float, float]]
     sphere_activity: float
     background_activity: float

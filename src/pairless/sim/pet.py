@@ -29,7 +29,18 @@ from scipy import ndimage, sparse
 
 from pairless.config import Config
 from pairless.errors import PairlessError
-from pairless.sim.nema import MCT_VOXEL_MM, NemaPhantom, nema_phantom
+from pairless.io.dicom_iod import PET_IMAGE_STORAGE
+from pairless.sim.nema import (
+    LENGTH_MM,
+    LUNG_RADIUS_MM,
+    MCT_VOXEL_MM,
+    SEMICIRCLE_R_MM,
+    SIDE_ARC_R_MM,
+    SIDE_ARC_X_MM,
+    SPHERE_DIAMETERS_MM,
+    NemaPhantom,
+    nema_phantom,
+)
 
 HALF_LIFE_F18_MIN = 109.77
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -415,10 +426,12 @@ def scatter_sinogram(
 
 
 def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
-    """Write the true activity, μ-map and each frame as NIfTI (ZYX, voxel sizes in mm) plus ``phantom.json``.
+    """Write the true activity, μ-map and each frame as NIfTI (units in the file) and ``phantom.json``.
 
-    ``dicom`` also writes each frame (and part) as a DICOM PET series (:func:`dicom_series`) in a
-    folder of the same name, all in one study and frame of reference.
+    Every file of the study shares one patient frame (:func:`patient_geometry`): a voxel has the same
+    world coordinate in the NIfTI volumes and the DICOM series.  ``dicom`` also writes each frame (and
+    part) as a DICOM PET series (:func:`dicom_series`) in a folder of the same name, all in one study
+    and frame of reference.
     """
     import json
     from pathlib import Path
@@ -428,6 +441,7 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
 
     out = Path(out)
     written = []
+    _, _, affine = patient_geometry(study.truth.shape, study.voxel_size)
     if dicom:
         from pydicom.uid import generate_uid
 
@@ -441,29 +455,50 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
         for number, (name, minutes, image, part) in enumerate(frames, start=1):
             series = dicom_series(image, study, minutes=minutes, part=part, series_number=number, uids=uids)
             written.append(write_image(out / f"{name}_dicom", series, dtype=None))
-    volumes = {"truth_kBq_per_mL": study.truth, "mu_per_mm": study.phantom.mu}
-    volumes.update({f"pet_{m:g}min_kBq_per_mL": image for m, image in study.images.items()})
+    volumes = {"truth_kBq_per_mL": (study.truth, "kBq/mL"), "mu_per_mm": (study.phantom.mu, "1/mm")}
+    volumes.update({f"pet_{m:g}min_kBq_per_mL": (image, "kBq/mL") for m, image in study.images.items()})
     volumes.update(
         {
-            f"pet_{m:g}min_part{k + 1}_kBq_per_mL": image
+            f"pet_{m:g}min_part{k + 1}_kBq_per_mL": (image, "kBq/mL")
             for m, parts in study.parts.items()
             for k, image in enumerate(parts)
         }
     )
     written += [
         write_image(
-            out / f"{name}.nii.gz", Image(np.asarray(v, np.float32), axes="ZYX", voxel_size=study.voxel_size)
+            out / f"{name}.nii.gz",
+            Image(
+                np.asarray(v, np.float32),
+                axes="ZYX",
+                voxel_size=study.voxel_size,
+                affine=affine,
+                meta={"units": units},
+            ),
         )
-        for name, v in volumes.items()
+        for name, (v, units) in volumes.items()
     ]
     ph = study.phantom
+
+    def ras(zyx_mm) -> list[float]:
+        ijk = np.asarray(zyx_mm, float)[::-1] / np.asarray(ph.voxel_size)[::-1]
+        return [round(float(c), 4) for c in (affine @ np.append(ijk, 1.0))[:3]]
+
     info = {
         "voxel_size_mm_zyx": list(ph.voxel_size),
         "sphere_activity_kBq_per_mL": ph.sphere_activity,
         "background_activity_kBq_per_mL": ph.background_activity,
         "lung_center_mm_zyx": list(ph.lung_center_mm),
         "sphere_centers_mm_zyx": {f"{d:g}": list(c) for d, c in ph.sphere_centers_mm.items()},
-        "coordinates": "world mm = voxel index x voxel size (Z, Y, X)",
+        "coordinates": (
+            "*_mm_zyx: index mm = voxel index x voxel size (Z, Y, X), the frame of pairless's NEMA analysis;"
+            " *_ras_mm: patient (world) mm, RAS+, = affine_ras @ (i, j, k, 1) with i the X index, the frame"
+            " of every NIfTI file (sform/qform) and DICOM series (LPS: x and y negated) of this study"
+        ),
+        "affine_ras": np.round(affine, 6).tolist(),
+        "lung_center_ras_mm": ras(ph.lung_center_mm),
+        "sphere_centers_ras_mm": {f"{d:g}": ras(c) for d, c in ph.sphere_centers_mm.items()},
+        "patient_weight_kg": background_volume_ml() / 1000.0,
+        "injected_dose_Bq": injected_dose_bq(ph.background_activity),
         "prompts": {f"{m:g}min": c for m, c in study.counts.items()},
         "parts_per_frame": max((len(p) for p in study.parts.values()), default=1),
         "config": study.config.model_dump(mode="json"),
@@ -473,7 +508,62 @@ def write_study(study: PetStudy, out, *, dicom: bool = False) -> list:
     return [*written, out / "phantom.json"]
 
 
-PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+# The simulated scan's clock and dose, so that a reading station can compute SUV: the frames start at
+# SCAN_START, an FDG injection UPTAKE_S earlier.  In the usual phantom convention the "patient" is the
+# background water (weight = its volume at 1 g/mL) and the dose at the scan start is the background activity
+# times that volume, so the background reads SUVbw 1 and the spheres sphere/background activity (10 for the
+# EARL filling).
+SCAN_START = (2024, 1, 1, 12, 0, 0)  # fixed, so that the same seed writes the same headers (but UIDs)
+UPTAKE_S = 3600.0
+HALF_LIFE_F18_S = HALF_LIFE_F18_MIN * 60.0
+
+
+def background_volume_ml() -> float:
+    """Volume of the phantom's background compartment (mL): the D-shaped interior over the phantom's length,
+    less the lung insert and the six spheres: 9325 mL."""
+    # semicircle on top; below, a rectangle between two quarter circles
+    d_shape = (
+        np.pi * SEMICIRCLE_R_MM**2 / 2 + 2 * SIDE_ARC_X_MM * SIDE_ARC_R_MM + np.pi * SIDE_ARC_R_MM**2 / 2
+    )
+    lung = np.pi * LUNG_RADIUS_MM**2
+    spheres = sum(np.pi / 6 * d**3 for d in SPHERE_DIAMETERS_MM)
+    return float(((d_shape - lung) * LENGTH_MM - spheres) / 1000.0)
+
+
+def injected_dose_bq(background_kbq_per_ml: float) -> float:
+    """The FDG dose (Bq) injected UPTAKE_S before the scan that leaves ``background_kbq_per_ml`` in the
+    background water at the scan start."""
+    at_scan = background_kbq_per_ml * 1000.0 * background_volume_ml()
+    return float(at_scan * 2.0 ** (UPTAKE_S / HALF_LIFE_F18_S))
+
+
+def frame_decay(seconds: float, *, half_life_s: float = HALF_LIFE_F18_S) -> tuple[float, float]:
+    """DecayFactor and FrameReferenceTime (s) of a frame of ``seconds`` decay corrected to its start.
+
+    The frame's mean concentration times DF = λT / (1 − e^(−λT)) is the concentration at the frame start;
+    the mean occurred at ln(DF)/λ into the frame (DICOM PS3.3 C.8.9.4.1.5, frame reference time).
+    """
+    lam = np.log(2.0) / half_life_s
+    factor = float(lam * seconds / -np.expm1(-lam * seconds)) if seconds > 0 else 1.0
+    return factor, float(np.log(factor) / lam)
+
+
+def patient_geometry(shape, voxel_size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where a simulated ZYX volume lies in the patient: centred on the scanner origin, axial slices of a
+    head-first supine patient (rows along +x, patient left; columns along +y, posterior; slices along +z).
+
+    Returns the DICOM ImageOrientationPatient (6,), each slice's ImagePositionPatient (Z, 3) in LPS mm,
+    and the same placement as a NIfTI affine (voxel (i, j, k) = (X, Y, Z) index to RAS mm).
+    """
+    nz, ny, nx = shape
+    dz, dy, dx = voxel_size
+    orientation = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    first = -0.5 * np.array([(nx - 1) * dx, (ny - 1) * dy, (nz - 1) * dz])
+    positions = first + np.arange(nz)[:, None] * np.array([0.0, 0.0, dz])
+    # LPS -> RAS negates x and y
+    affine = np.diag([-dx, -dy, dz, 1.0])
+    affine[:3, 3] = first * np.array([-1.0, -1.0, 1.0])
+    return orientation, positions, affine
 
 
 def dicom_series(
@@ -486,29 +576,48 @@ def dicom_series(
     uids: dict | None = None,
 ):
     """One frame as a DICOM PET image series (:class:`pairless.io.Image` with its tags): what a reading
-    station reads.
+    station reads, with every attribute the PET Image IOD requires.
 
-    Values in Bq/mL (``Units`` BQML), stored per slice as int16 with its own rescale slope; slice
-    positions and orientation in patient mm (head-first supine: rows along +x, columns along +y,
-    planes along +z); ``ActualFrameDuration`` in ms; decay corrected to the acquisition start
-    (``DecayCorrection`` START), as the reconstruction is.  ``part`` > 0 names one of the frame's
-    independent parts in the description.  ``uids`` (``StudyInstanceUID``, ``FrameOfReferenceUID``)
-    put several series in one study.
+    Values in Bq/mL (``Units`` BQML), stored per slice as int16 with its own rescale slope; placed by
+    :func:`patient_geometry`; ``ActualFrameDuration`` in ms; decay corrected to the acquisition start
+    (``DecayCorrection`` START), as the reconstruction is, with the frame's DecayFactor and
+    FrameReferenceTime.  Patient weight, FDG dose and injection time make SUVbw computable
+    (background 1).  ``part`` > 0 names one of the frame's independent parts in the description.
+    ``uids`` (``StudyInstanceUID``, ``FrameOfReferenceUID``) put several series in one study.
     """
+    import datetime as dt
+
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
+    from pydicom.valuerep import DSfloat
 
     from pairless.io import Image
 
-    dz, dy, dx = study.voxel_size
-    nz, ny, nx = image.shape
-    # centre the volume on the scanner's origin, as a reconstruction's DICOM geometry does
-    origin = -0.5 * np.array([(nx - 1) * dx, (ny - 1) * dy, (nz - 1) * dz])
-    positions = origin + np.arange(nz)[:, None] * np.array([0.0, 0.0, dz])
+    def code(value: str, scheme: str, meaning: str) -> Dataset:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        return item
+
+    def ds(value: float) -> DSfloat:
+        return DSfloat(float(value), auto_format=True)
+
+    orientation, positions, affine = patient_geometry(image.shape, study.voxel_size)
+    start = dt.datetime(*SCAN_START)
+    injection = start - dt.timedelta(seconds=UPTAKE_S)
+    date, time_ = start.strftime("%Y%m%d"), start.strftime("%H%M%S")
+    decay_factor, reference_s = frame_decay(minutes * 60.0)
     drug = Dataset()
     drug.Radiopharmaceutical = "Fluorodeoxyglucose"
-    drug.RadionuclideHalfLife = f"{HALF_LIFE_F18_MIN * 60:.1f}"
-    drug.RadiopharmaceuticalStartTime = "000000"
+    drug.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
+    drug.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
+    drug.RadionuclideTotalDose = ds(injected_dose_bq(study.phantom.background_activity))  # Bq at injection
+    drug.RadionuclideHalfLife = ds(HALF_LIFE_F18_S)
+    # SNOMED CT codes (the SRT ones are deprecated): F-18, FDG, intravenous
+    drug.RadionuclideCodeSequence = Sequence([code("77004003", "SCT", "^18^Fluorine")])
+    drug.RadiopharmaceuticalCodeSequence = Sequence([code("35321007", "SCT", "Fluorodeoxyglucose F^18^")])
+    drug.AdministrationRouteCodeSequence = Sequence([code("47625008", "SCT", "Intravenous route")])
+    recumbent = code("102538003", "SCT", "recumbent")
+    recumbent.PatientOrientationModifierCodeSequence = Sequence([code("40199007", "SCT", "supine")])
     description = f"NEMA IQ {minutes:g} min" + (f" part {part}" if part else "") + " OSEM"
     tags = {
         "SOPClassUID": PET_IMAGE_STORAGE,
@@ -516,7 +625,19 @@ def dicom_series(
         "ImageType": ["ORIGINAL", "PRIMARY"],
         "PatientName": "NEMA^IQ phantom",
         "PatientID": "pairless-sim",
-        "PatientPosition": "HFS",
+        "PatientBirthDate": "",
+        "PatientSex": "O",
+        "PatientWeight": ds(background_volume_ml() / 1000.0),
+        "StudyDate": date,
+        "StudyTime": time_,
+        "StudyID": "1",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "StudyDescription": "NEMA IQ phantom (pairless simulation)",
+        "SeriesDate": date,
+        "SeriesTime": time_,
+        "AcquisitionDate": date,
+        "AcquisitionTime": time_,
         "Manufacturer": "pairless simulator",
         "SeriesDescription": description,
         "SeriesNumber": series_number,
@@ -525,12 +646,24 @@ def dicom_series(
         "CountsSource": "EMISSION",
         "CorrectedImage": ["DECY", "ATTN", "SCAT", "RAN", "NORM"],
         "DecayCorrection": "START",
+        "DecayFactor": ds(decay_factor),
+        "CollimatorType": "NONE",
         "ActualFrameDuration": int(round(minutes * 60_000)),
-        "FrameReferenceTime": 0,
+        "FrameReferenceTime": ds(reference_s * 1000.0),
         "ReconstructionMethod": f"OSEM {study.config.iterations}i{study.config.subsets}s",
-        "SliceThickness": f"{dz:g}",
+        "SliceThickness": ds(study.voxel_size[0]),
         "RadiopharmaceuticalInformationSequence": Sequence([drug]),
+        "PatientOrientationCodeSequence": Sequence([recumbent]),
+        "PatientGantryRelationshipCodeSequence": Sequence([code("102540008", "SCT", "headfirst")]),
+        "ImageLaterality": "U",  # a phantom is unpaired
+        "PositionReferenceIndicator": "",
         **(uids or {}),
     }
-    meta = {"format": "dicom", "dicom": tags, "orientation": [1.0, 0, 0, 0, 1.0, 0], "positions": positions}
-    return Image(np.asarray(image, np.float32) * 1000.0, axes="ZYX", voxel_size=study.voxel_size, meta=meta)
+    meta = {"format": "dicom", "dicom": tags, "orientation": orientation.tolist(), "positions": positions}
+    return Image(
+        np.asarray(image, np.float32) * 1000.0,
+        axes="ZYX",
+        voxel_size=study.voxel_size,
+        affine=affine,
+        meta=meta,
+    )

@@ -25,6 +25,8 @@ import io
 import logging
 import os
 import shutil
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,9 +38,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pairless.errors import PairlessError
-from pairless.io.files import atomic_path, make_folder, write_bytes
+from pairless.io.files import atomic_path, human, make_folder, write_bytes
 from pairless.training import lock
 
+FEATURE_MAPS = 32
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 LOG_CSV = "training_log.csv"
@@ -116,6 +119,70 @@ class _TrainingLog(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+
+class _FiniteLoss(Callback):
+    """Stops a run whose loss turns NaN or infinite: its weights are lost, and more steps cannot help."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train_loss")
+        if loss is not None and not torch.isfinite(loss):
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+            raise PairlessError(
+                f"training diverged at step {trainer.global_step}: the loss is {float(loss)}; lower lr (it is"
+                f" {lr:g}) or check the images for outliers; no model was written (earlier checkpoints are"
+                " kept)"
+            )
+
+
+class Interrupted(BaseException):
+    """A training run stopped by SIGINT or SIGTERM; its last checkpoint is kept for ``--resume``.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so no ``except Exception`` in between swallows it;
+    Lightning lets it through after tearing the run down (a ``KeyboardInterrupt`` it would turn into a
+    silent exit).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.step: int | None = None
+        self.checkpoint_step: int | None = None
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the block (main thread only: signals are
+    delivered there; napari trains in a worker thread and stops through its own callback)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_step_memory(*, batch: int, pixels: int, width: int) -> None:
+    """Refuse, before anything is allocated or written, a batch whose training step cannot fit in memory.
+
+    A step keeps roughly :data:`FEATURE_MAPS` full-resolution feature maps of the network's first-level
+    ``width`` for its backward pass (the U-Nets and residual nets trained here); ``pixels`` is one
+    patch's voxel count.
+    """
+    need = batch * pixels * width * FEATURE_MAPS * 4
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > total:
+        raise PairlessError(
+            f"a training step of batch_size {batch} with {pixels}-pixel patches needs about {human(need)} of "
+            f"memory, more than this machine has ({human(total)}); lower batch_size or patch_size"
+        )
 
 
 class _StepProgress(Callback):
@@ -256,6 +323,8 @@ def _quiet_lightning():
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
+        # a model folder copied elsewhere and resumed: Lightning notes the checkpoints' old folder name
+        warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
         try:
             yield
         finally:
@@ -338,6 +407,9 @@ def train_model_folder(
     *,
     folder: str | os.PathLike,
     export: Callable[[Path], tuple[dict, dict[str, torch.Tensor]]],
+    record: dict,
+    resume: bool | None = None,
+    overwrite: bool = False,
     logs: str | None = None,
     **options,
 ) -> tuple[dict, dict[str, torch.Tensor]] | None:
@@ -351,26 +423,79 @@ def train_model_folder(
 
     Rank 0 holds the folder's lock (:mod:`pairless.training.lock`) from the start until the model is
     written or training fails (or the process dies): a second run into the same folder stops with one
-    line naming this one.
+    line naming this one.  Whether the run may use the folder at all, and whether it continues what is
+    there, is decided first from ``record`` (:func:`~pairless.training.modelio.claim_model_folder`):
+    nothing of the user's, nor another run's model, is replaced without ``overwrite``.
     """
-    from pairless.training.modelio import save_model_folder
+    from pairless.training.modelio import (
+        check_is_model_folder,
+        claim_model_folder,
+        run_digest,
+        save_model_folder,
+    )
 
     folder = Path(folder)
     owner = _is_rank_zero()
     if owner:
+        check_is_model_folder(folder)
         lock.acquire(folder)
     try:
+        if owner:
+            checkpoints = (folder / logs if logs else folder) / "checkpoints"
+            done = [s for s in (_readable_step(checkpoints / n) for n in (LAST, BEST)) if s is not None]
+            longer = bool(done) and done[0] < options["max_steps"]  # a finished run asked for more steps
+            resume = claim_model_folder(folder, record, resume=resume, overwrite=overwrite, longer=longer)
         best = fit_module(
-            module, train_loader, val_loader, out_dir=folder / logs if logs else folder, **options
+            module,
+            train_loader,
+            val_loader,
+            out_dir=folder / logs if logs else folder,
+            resume=resume,
+            **options,
         )
         if rank_and_world()[0] != 0:
             return None
         config, weights = export(best)
+        config = {**config, "run_sha256": run_digest(record)}
         save_model_folder(folder, config=config, weights=weights)
         return config, weights
     finally:
         if owner:
             lock.release(folder)
+
+
+def train_on_patches(
+    module: L.LightningModule,
+    train_set: torch.utils.data.Dataset,
+    val_set: torch.utils.data.Dataset,
+    *,
+    config,
+    folder: str | os.PathLike,
+    export: Callable[[Path], tuple[dict, dict[str, torch.Tensor]]],
+    record: dict,
+    seed: int,
+    resume: bool | None,
+    overwrite: bool,
+    progress: bool,
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """:func:`train_model_folder` for a method trained on patch datasets of two image sets (unpaired or
+    paired): batches of ``config.batch_size`` for ``config.steps`` steps, logs in ``folder/training``."""
+    return train_model_folder(
+        module,
+        torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, drop_last=True),
+        torch.utils.data.DataLoader(val_set, batch_size=config.batch_size),
+        folder=folder,
+        logs="training",
+        export=export,
+        record=record,
+        resume=resume,
+        overwrite=overwrite,
+        max_steps=config.steps,
+        val_every_n_steps=min(config.val_every, config.steps),
+        seed=seed,
+        precision=config.precision,
+        progress=progress,
+    )
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -429,7 +554,13 @@ def _fit(
             num_nodes=nodes,
             strategy="ddp" if per_node * nodes > 1 else "auto",
             use_distributed_sampler=use_distributed_sampler,
-            callbacks=[*callbacks, log, best, *([_StepProgress()] if progress and _is_rank_zero() else [])],
+            callbacks=[
+                *callbacks,
+                _FiniteLoss(),
+                log,
+                best,
+                *([_StepProgress()] if progress and _is_rank_zero() else []),
+            ],
             plugins=[_AtomicCheckpointIO()],
             logger=False,
             default_root_dir=out_dir,
@@ -438,7 +569,12 @@ def _fit(
             log_every_n_steps=1,
         )
         torch.manual_seed(seed)
-        trainer.fit(module, train_loader, val_loader, ckpt_path=start)
+        try:
+            with _interruptible():
+                trainer.fit(module, train_loader, val_loader, ckpt_path=start)
+        except Interrupted as stopped:
+            stopped.step, stopped.checkpoint_step = trainer.global_step, _readable_step(ckpt_dir / LAST)
+            raise
         trainer.save_checkpoint(ckpt_dir / LAST)
     if trainer.is_global_zero:
         write_log_csv(out_dir / LOG_CSV, log.rows)

@@ -15,12 +15,14 @@ that a run is training into (see :mod:`pairless.training.lock`) still serves its
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pairless import __version__
@@ -31,6 +33,9 @@ from pairless.io.files import write_bytes
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 WEIGHTS_DIGEST = "weights_sha256"  # in config.yaml: the weights file it belongs to
+RUN_FILE = "training_run.yaml"  # which run trains into the folder: method, settings, seed, data digest
+# what pairless writes into a model folder; a folder holding anything else is the user's, never trained into
+OWN_ENTRIES = {CONFIG_FILE, WEIGHTS_FILE, RUN_FILE, "checkpoints", "training", "training_log.csv", "loss.png"}
 
 
 def versions() -> dict:
@@ -125,3 +130,89 @@ def model_summary(folder: str | os.PathLike) -> str:
         return "unknown"
     step = f", best step {config['best_step']}" if "best_step" in config else ""
     return f"{config.get('method')}{step}, written {written}"
+
+
+def run_record(method: str, settings: dict, *, seed: int, data: Iterable[np.ndarray]) -> dict:
+    """What makes a training run the same run: its method, settings, seed and the SHA-256 of its data.
+
+    How long it runs (``steps``) is not part of it: resuming with more steps trains the same run longer.
+    """
+    settings = {k: v for k, v in settings.items() if k != "steps"}
+    digest = hashlib.sha256()
+    for array in data:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return {"method": method, "settings": settings, "seed": seed, "data_sha256": digest.hexdigest()}
+
+
+def check_is_model_folder(folder: str | os.PathLike) -> None:
+    """Refuse a folder that holds anything pairless does not write there: it is the user's, not a model's."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PairlessError(f"{folder} exists and is not a folder; choose another --out for the model")
+    from pairless.training.lock import LOCK_FILE
+
+    if folder.is_dir():
+        foreign = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name not in OWN_ENTRIES and p.name != LOCK_FILE and not p.name.startswith(".")
+        )
+        if foreign:
+            raise PairlessError(
+                f"{folder} holds files pairless did not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}), so it is not a model folder; choose a new or empty "
+                f"--out (--overwrite never replaces your own files)"
+            )
+
+
+def run_digest(record: dict) -> str:
+    """The SHA-256 of a :func:`run_record`; ``config.yaml`` keeps it as ``run_sha256``."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def claim_model_folder(
+    folder: str | os.PathLike, record: dict, *, resume: bool | None, overwrite: bool, longer: bool = False
+) -> bool | None:
+    """How a run may train into ``folder`` (whose lock it holds): the ``resume`` the engine gets, or one line.
+
+    An empty folder starts afresh.  An unfinished run of the same data and settings (:func:`run_record`)
+    goes on from its checkpoints (``resume`` ``None`` or ``True``), as does a finished one asked for more
+    steps (``longer``).  The finished model of this same run is trained again only with ``overwrite`` (or
+    written again from its last checkpoint with ``resume``).  The
+    model or run of other data, settings or method is replaced only with ``overwrite``, never resumed.
+    """
+    folder = Path(folder)
+    stored = read_yaml(folder / RUN_FILE) if (folder / RUN_FILE).is_file() else None
+    model = read_yaml(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
+    occupied = model is not None or stored is not None or (folder / "checkpoints").exists()
+    ours = model is not None and model.get("run_sha256") == run_digest(record)
+    same = stored == record
+    if not occupied:
+        fresh = True
+    elif ours and not longer:
+        if not (resume or overwrite):
+            raise PairlessError(
+                f"{folder} already holds this finished model; pass --overwrite to train it again, or choose "
+                f"another --out"
+            )
+        fresh = not resume
+    elif same or ours:
+        fresh = resume is False
+    elif resume:
+        raise PairlessError(
+            f"{folder} holds a run of other data or settings; --resume continues only the same run: run the "
+            f"command that started it, or pass --overwrite to train afresh"
+        )
+    elif overwrite:
+        fresh = True
+    else:
+        what = f"a {model.get('method', 'pairless')} model" if model else "an unfinished training run"
+        raise PairlessError(
+            f"{folder} already holds {what} of other data or settings; pass --overwrite to replace it, or "
+            f"choose another --out"
+        )
+    if fresh or not same:
+        write_yaml(folder / RUN_FILE, record)
+    return False if fresh else resume

@@ -25,9 +25,9 @@ from torch import nn
 from pairless.config import Config
 from pairless.denoiser import SPATIAL, Denoiser
 from pairless.errors import PairlessError
-from pairless.inference.engines import cpu_has_bf16
 from pairless.inference.tiling import DEFAULT_TILE
-from pairless.training.engine import rank_and_world, train_model_folder
+from pairless.training.engine import check_step_memory, rank_and_world, train_model_folder
+from pairless.training.modelio import run_record
 
 
 class SelfSupervisedConfig(Config):
@@ -35,8 +35,8 @@ class SelfSupervisedConfig(Config):
 
     Each method subclasses it with the settings that make it that method and its own ``PROFILES``;
     :meth:`for_profile` builds one with a profile's settings and a user's overrides on top.
-    ``precision``/``channels_last`` ``"auto"`` pick bf16 with channels-last where the processor has
-    bf16 (CPU) and mixed precision on a GPU.
+    ``precision``/``channels_last`` ``"auto"`` train in fp32 NCHW (bf16 cost quality on real noise, see
+    :func:`resolve_precision`); ``bf16-mixed`` trains with channels-last.
     """
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}}
@@ -435,23 +435,27 @@ class SelfSupervisedModule(L.LightningModule):
 
 
 def resolve_precision(config: SelfSupervisedConfig, *, convolutions: int | None = None) -> tuple[str, bool]:
-    """``(precision, channels_last)``: bf16 + channels-last on a bf16 CPU or GPU; fp32 NCHW otherwise.
+    """``(precision, channels_last)``: ``auto`` trains in fp32 NCHW, on every CPU and GPU.
 
-    channels-last only pays off together with bf16 (measured: fp32 channels-last convolutions are far
-    slower than NCHW on this CPU).  3D convolutions train in fp32 on a CPU: with bf16-mixed (torch
-    2.13, oneDNN, AVX-512 bf16) a 3D U-Net's weights turned NaN within 30 steps, with or without
-    channels-last, while fp32 trained normally.  ``convolutions`` is the network's convolution
-    dimension where it differs from ``config.ndim`` (:func:`conv_ndim`).
+    bf16-mixed trains 2-2.5x faster per step on a CPU with AVX-512 bf16, but it cost quality on real noise
+    (issue 23: N2V quick on real widefield frames 25.56 dB in bf16 against 26.47 in fp32 on a machine with
+    AMX; ``benchmarks/precision_real_noise.py`` measures it on the machine that runs it: on one without
+    AMX, one seed, bf16 − fp32 was −0.03 dB for Ne2Ne and +0.92 for N2V), so it is used only when asked
+    for, until every method is measured on more seeds and both kinds of CPU. channels-last only pays off
+    together with bf16 (fp32 channels-last convolutions are far slower than NCHW on a CPU). 3D
+    convolutions refuse bf16 on a CPU: with bf16-mixed (torch 2.13, oneDNN, AVX-512 bf16) a 3D U-Net's
+    weights turned NaN within 30 steps.
+    ``convolutions`` is the network's convolution dimension where it differs from ``config.ndim``
+    (:func:`conv_ndim`).
     """
-    precision = config.precision
-    if precision == "auto":
-        if torch.cuda.is_available():
-            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-        else:
-            bf16 = cpu_has_bf16() and (convolutions or config.ndim) == 2
-            precision = "bf16-mixed" if bf16 else "32-true"
-    elif precision == "16-mixed" and not torch.cuda.is_available():
+    precision = "32-true" if config.precision == "auto" else config.precision
+    on_gpu = torch.cuda.is_available()
+    if precision == "16-mixed" and not on_gpu:
         raise PairlessError("precision 16-mixed needs a GPU; use bf16-mixed or 32-true on a CPU")
+    if precision == "bf16-mixed" and not on_gpu and (convolutions or config.ndim) == 3:
+        raise PairlessError(
+            "precision bf16-mixed diverges (NaN weights) for 3D networks on a CPU; use precision 32-true"
+        )
     channels_last = {"on": True, "off": False, "auto": precision != "32-true"}[config.channels_last]
     return precision, channels_last
 
@@ -465,6 +469,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     resume: bool | None = None,
+    overwrite: bool = False,
     devices: int = 1,
     callbacks: Sequence[L.Callback] = (),
 ) -> tuple[dict, dict[str, torch.Tensor]] | None:
@@ -485,6 +490,8 @@ def train(
 
     config = objective.config
     out = Path(out)
+    patch_pixels = config.patch_size**2 * (config.patch_depth if config.ndim == 3 else 1)
+    check_step_memory(batch=config.batch_size * objective.views, pixels=patch_pixels, width=config.filters)
     stacks = (
         as_stacks(images, axes=axes, ndim=config.ndim)
         if objective.views == 1
@@ -496,7 +503,7 @@ def train(
             f"the training images are constant (std 0); {objective.name} needs images with noise"
         )
     learned = objective.prepare(stacks, mean=mean, std=std)
-    stacks = [((s - mean) / std).astype(np.float32) for s in stacks]
+    raw_stacks, stacks = stacks, [((s - mean) / std).astype(np.float32) for s in stacks]
     patch = (
         (config.patch_depth, config.patch_size, config.patch_size)
         if config.ndim == 3
@@ -555,10 +562,12 @@ def train(
         val,
         folder=out,
         export=export,
+        record=run_record(objective.name, config.model_dump(mode="json"), seed=seed, data=raw_stacks),
+        resume=resume,
+        overwrite=overwrite,
         max_steps=config.steps,
         val_every_n_steps=config.val_every,
         seed=seed,
-        resume=resume,
         precision=precision,
         progress=progress,
         devices=devices,

@@ -1,11 +1,10 @@
 """ISCL: unpaired denoising by interdependent self-cooperative learning (Lee & Jeong, TMI 2021).
 
-X is the noisy domain, Y the clean one; x and y are *unpaired* batches.  F: X→Y and G: Y→X are
-generators, H extracts the noise map (n̂ = H(x), so x - n̂ is a second clean estimate), D_X and D_Y
-are discriminators.  Losses and step order follow the official TF code (github.com/leekanggeun/ISCL,
-``models/trainer.py``; the TMI paper's Fig. 2 (b)-(d) draws the same graphs).  The TMI equation numbers could
-not be
-checked, so the comments name each term instead:
+X is the noisy domain, Y the clean one; x and y are *unpaired* batches.  F: X→Y and G: Y→X are generators, H
+extracts the noise map (n̂ = H(x), so x - n̂ is a second clean estimate), D_X and D_Y are discriminators.
+Losses and step order follow the official TF code (github.com/leekanggeun/ISCL, ``models/trainer.py``; the TMI
+paper's Fig. 2 (b)-(d) draws the same graphs).  The TMI equation numbers could not be checked, so the comments
+name each term instead:
 
     ŷ = F(x),  x̂ = G(y),  n̂ = H(x),  ȳ = x - n̂,  x̄ = y + n̂   (x's noise moved onto y)
 

@@ -22,7 +22,8 @@ from pairless.nets.iscl import (
     init_weights_,
 )
 from pairless.nets.norms import project_gates_
-from pairless.training.engine import train_model_folder
+from pairless.training.engine import check_step_memory, train_on_patches
+from pairless.training.modelio import run_record
 from pairless.training.optim import Lookahead
 from pairless.training.patches import UnpairedPatches, value_range
 
@@ -271,6 +272,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     resume: bool | None = None,
+    overwrite: bool = False,
     monitor_pairs: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> tuple[dict, dict[str, Tensor]]:
     """Train ISCL on unpaired noisy and clean 2D images; write the model folder ``out``; return its contents.
@@ -298,6 +300,8 @@ def train(
     self-consistency that picks nothing) are other draws from the same images.
     """
     cfg = config
+    # five networks, F and G at full width through a step: about four times one network's feature maps
+    check_step_memory(batch=cfg.batch_size, pixels=cfg.patch_size**2, width=4 * cfg.generator_width)
     noisy = _check_images(noisy, "noisy", cfg.patch_size)
     clean = _check_images(clean, "clean", cfg.patch_size)
     clean_range = value_range(clean)
@@ -311,8 +315,6 @@ def train(
     val = UnpairedPatches(
         train_x, train_y, patch=p, length=cfg.val_batches * b, seed=seed + 1, augmentation=cfg.augmentation
     )
-    loader = torch.utils.data.DataLoader(train, batch_size=b, drop_last=True)
-    val_loader = torch.utils.data.DataLoader(val, batch_size=b)
     pairs = []
     if monitor_pairs is not None:
         for x, y in zip(*monitor_pairs):
@@ -332,17 +334,16 @@ def train(
             "seed": seed,
         }, output.state_dict()
 
-    return train_model_folder(
+    return train_on_patches(
         module,
-        loader,
-        val_loader,
+        train,
+        val,
+        config=cfg,
         folder=out,
-        logs="training",
         export=export,
-        max_steps=cfg.steps,
-        val_every_n_steps=min(cfg.val_every, cfg.steps),
+        record=run_record("iscl", cfg.model_dump(mode="json"), seed=seed, data=[*noisy, *clean]),
         seed=seed,
         resume=resume,
-        precision=cfg.precision,
+        overwrite=overwrite,
         progress=progress,
     )
