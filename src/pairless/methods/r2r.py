@@ -47,6 +47,7 @@ at inference), so it denoises ``y`` itself: one pass, no averaging.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -61,6 +62,7 @@ from pairless.nets.unet import UNet
 from pairless.training import selfsup
 from pairless.training.selfsup import SelfSupervisedConfig
 
+NOISELESS_WARNING = 0.05  # of the pixels without noise in the fitted model: R2R says it will fail there
 MIN_VARIANCE = 1e-6  # in normalised units: where a·ȳ + b ≤ 0 (below a pedestal), a tiny recorruption
 SMOOTH = 5  # box width of the local mean the noise variance is evaluated on
 
@@ -97,6 +99,13 @@ class R2RConfig(SelfSupervisedConfig, finetune.PriorInit):
     @classmethod
     def profile_settings(cls, profile: str, overrides: dict) -> dict:
         return finetune.profile_settings(super().profile_settings(profile, overrides), overrides)
+
+
+def noiseless_fraction(stacks: list[np.ndarray], a: float, b: float) -> float:
+    """The share of pixels whose fitted variance ``a·x + b`` is not positive (below a negative fit's
+    pedestal, e.g. 8-bit frames clipped at an offset: W2S's fit gives b = −150, 22 % of its pixels)."""
+    values = sum(int(np.count_nonzero(a * s + b <= 0)) for s in stacks)
+    return values / sum(s.size for s in stacks)
 
 
 def local_std(y: torch.Tensor, noise: dict) -> torch.Tensor:
@@ -145,6 +154,14 @@ class R2R(selfsup.Objective):
     def prepare(self, stacks: list[np.ndarray], *, mean: float, std: float) -> dict:
         c = self.config
         model = finetune.training_noise(stacks, noise=c.noise, sigma=c.sigma)
+        silent = noiseless_fraction(stacks, model.a, model.b)
+        if silent > NOISELESS_WARNING:
+            warnings.warn(
+                f"the fitted noise model (variance {model.a:.3g}·x {model.b:+.3g}) gives no noise on"
+                f" {silent:.0%} of the pixels, where R2R learns the identity; pass --noise gaussian or"
+                " --sigma, or use ne2ne",
+                stacklevel=2,
+            )
         self.noise_model = normalised_noise(model.a, model.b, mean=mean, std=std)
         learned = {"noise_model": {"a": model.a, "b": model.b}}  # image units
         if c.init == "prior":
