@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 # torch first, pinned: this machine class has a local CPU build of exactly this version, and any
 # looser spec installed before it would pull the CUDA build (gigabytes).
 TORCH ?= torch==2.13.0
-PYTEST_ARGS ?=
+# the suite on every core (pytest-xdist): 996 tests in 227 s instead of 411 s on 2 cores
+PYTEST_ARGS ?= -n auto
 
 .PHONY: demo test install clean
 
