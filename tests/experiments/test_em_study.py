@@ -12,6 +12,7 @@ from pairless.experiments.em import (
     PAPER_TABLE2,
     Method,
     claim_checks,
+    method,
     preset_tests,
     rank_agreement,
     reproduce_em,
@@ -57,7 +58,6 @@ def _tiny_dncnn(data, *, out, profile, seed, progress):
 def test_tiny_study_writes_a_report_with_every_row(tmp_path):
     clean = _slices(tmp_path / "clean")
     out = tmp_path / "report"
-    from pairless.experiments.em import method
 
     # stand-ins under two preset names, so that the preset test table is written too
     stand_ins = [
@@ -146,9 +146,23 @@ def test_reuse_reads_back_rows_scored_with_the_same_data_only(tmp_path):
     assert len(calls) == 18  # reuse is opt-in
 
 
+def test_a_study_cut_to_one_noise_draws_the_same_images_as_the_whole_study(tmp_path):
+    # the study is run one noise per core and assembled with reuse: film alone must be film of the whole
+    from pairless.sim.em_folder import read_clean_folder
+
+    images = [im for _, im in read_clean_folder(_slices(tmp_path / "clean"))]
+    methods = [method("noisy")]
+    whole = run_em_study(images, methods=methods, out=tmp_path / "s", reuse=True, progress=False)
+    film = run_em_study(
+        images, methods=methods, out=tmp_path / "s", reuse=True, noise_types=("film",), progress=False
+    )
+    assert len(film.reused) == 3  # every film row read back: the same noisy images
+    assert film.input_psnr["film"] == whole.input_psnr["film"]
+    assert film.input_psnr["film"] != whole.input_psnr["charge"]
+
+
 @pytest.mark.slow
 def test_reuse_trains_again_when_a_method_setting_changes(tmp_path):
-    from pairless.experiments.em import method
     from pairless.methods.iscl import ISCLConfig
     from pairless.sim.em_folder import read_clean_folder
 

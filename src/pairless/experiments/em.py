@@ -282,12 +282,16 @@ def run_em_study(
         )
     order = np.random.default_rng(seed).permutation(n)
     test_folds = np.array_split(order, folds)
+    # each noise's stream is named by the noise, not by its place in noise_types, so that a study cut
+    # down to one noise draws the same images (and reuses the same rows) as the whole study
     noisy = {
         kind: [
-            em_noise(im, kind=kind, mode=noise_mode, rng=np.random.default_rng((seed, k, i)))
+            em_noise(
+                im, kind=kind, mode=noise_mode, rng=np.random.default_rng((seed, NOISE_TYPES.index(kind), i))
+            )
             for i, im in enumerate(images)
         ]
-        for k, kind in enumerate(noise_types)
+        for kind in noise_types
     }
     from pairless.metrics.image import psnr, ssim
 

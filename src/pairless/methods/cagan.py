@@ -49,16 +49,17 @@ UNIT = (0.0, 1.0)  # the port's intensities (SSIM with L = 1, outputs clipped to
 class CaGANConfig(AdversarialConfig):
     """CaGAN; the defaults are the port's networks and optimiser at the ISCL demo's budget (``paper``)."""
 
-    # quick: width 8, six feature convs, bf16, batch 8, ISCL quick's optimiser schedule; 600 steps, since a
-    # step costs about 1.6 of ISCL quick's on a CPU (eight generator passes, each with three criss-cross
-    # attentions at full resolution, whose cost hardly shrinks with the width)
+    # quick: width 8, six feature convs, bf16, batch 8, ISCL quick's optimiser schedule; 250 steps, so that
+    # the study's row fits 20 min on 2 cores: a step costs 1.49 s on one core, 1.9 of ISCL quick's (eight
+    # generator passes, each with three criss-cross attentions at full resolution, whose cost hardly
+    # shrinks with the width)
     PROFILES: ClassVar[dict[str, dict]] = {
         "quick": {
             "width": 8,
             "feature_depth": 6,
             "discriminator_width": 8,
             "batch_size": 8,
-            "steps": 600,
+            "steps": 250,
             "lr": 5e-4,
             "warmup_steps": 50,
             "decay_start": 0.5,
